@@ -1,0 +1,44 @@
+// Package jetstream adapts gamemodes to NATS JetStream: the event publisher
+// of the edge, the partition feeds and player/shard stores of the owners, and
+// the count-shard watcher of the lobby view.
+package jetstream
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// SourceHeader marks events stored by an edge (value "http"); events
+// published directly by game servers do not carry it.
+const SourceHeader = "Gamemodes-Source"
+
+// EventPublisher stores events in the events stream and waits for the
+// stream's acknowledgement.
+type EventPublisher struct {
+	js jetstream.JetStream
+}
+
+// NewEventPublisher returns a publisher on js.
+func NewEventPublisher(js jetstream.JetStream) *EventPublisher { return &EventPublisher{js: js} }
+
+// PublishEvent stores payload under subject with msgID as Nats-Msg-Id and
+// returns whether the stream had already stored that id.
+func (p *EventPublisher) PublishEvent(ctx context.Context, subject, msgID string, payload []byte) (bool, error) {
+	msg := &nats.Msg{Subject: subject, Data: payload, Header: nats.Header{}}
+	msg.Header.Set(SourceHeader, "http")
+	fut, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID))
+	if err != nil {
+		return false, fmt.Errorf("publish event: %w", err)
+	}
+	select {
+	case ack := <-fut.Ok():
+		return ack.Duplicate, nil
+	case err := <-fut.Err():
+		return false, fmt.Errorf("publish event: %w", err)
+	case <-ctx.Done():
+		return false, fmt.Errorf("publish event: %w", ctx.Err())
+	}
+}

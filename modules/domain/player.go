@@ -1,0 +1,201 @@
+package domain
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Slot is a (region, game mode) pair by dense catalog indexes.
+type Slot struct {
+	Region uint16
+	Mode   uint16
+}
+
+// PlayerState is what a partition owner knows of one player: where the
+// player is counted, if anywhere, and the stream sequence of the last event
+// applied to them (the idempotence guard).
+type PlayerState struct {
+	Present bool
+	Slot    Slot
+	LastSeq uint64
+}
+
+// Outcome names what an event or an expiry did to a player.
+type Outcome uint8
+
+// Outcomes of Apply and Expire.
+const (
+	OutcomeDuplicate  Outcome = iota // the event was applied before (sequence at or below LastSeq): nothing changes
+	OutcomeEntered                   // counted into a slot
+	OutcomeMoved                     // moved from one slot to another
+	OutcomeRefreshed                 // entered the slot they are in: TTL refreshed only
+	OutcomeLeft                      // left their slot
+	OutcomeStaleLeave                // left a slot they are not in: nothing changes but the TTL
+	OutcomeExpired                   // expired out of their slot
+	OutcomeNothing                   // expiry of a player who was not counted
+)
+
+var outcomeNames = [...]string{"duplicate", "entered", "moved", "refreshed", "left", "stale_leave", "expired", "nothing"}
+
+// String returns a metric-friendly name.
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "unknown"
+}
+
+// Transition is the pure result of applying an event to a player: the new
+// state and the count changes (at most one -1 and one +1).
+type Transition struct {
+	Next      PlayerState
+	Outcome   Outcome
+	Removed   Slot
+	HasRemove bool
+	Added     Slot
+	HasAdd    bool
+}
+
+// Apply computes the effect of event typ for slot at stream sequence seq on a
+// player. It never mutates anything: callers apply the count changes.
+func Apply(cur PlayerState, typ EventType, slot Slot, seq uint64) Transition {
+	if seq <= cur.LastSeq {
+		return Transition{Next: cur, Outcome: OutcomeDuplicate}
+	}
+	next := PlayerState{LastSeq: seq}
+	switch typ {
+	case EventEnter:
+		next.Present, next.Slot = true, slot
+		switch {
+		case !cur.Present:
+			return Transition{Next: next, Outcome: OutcomeEntered, Added: slot, HasAdd: true}
+		case cur.Slot == slot:
+			return Transition{Next: next, Outcome: OutcomeRefreshed}
+		default:
+			return Transition{Next: next, Outcome: OutcomeMoved, Removed: cur.Slot, HasRemove: true, Added: slot, HasAdd: true}
+		}
+	case EventLeave:
+		if cur.Present && cur.Slot == slot {
+			return Transition{Next: next, Outcome: OutcomeLeft, Removed: slot, HasRemove: true}
+		}
+		next.Present, next.Slot = cur.Present, cur.Slot
+		return Transition{Next: next, Outcome: OutcomeStaleLeave}
+	}
+	return Transition{Next: cur, Outcome: OutcomeDuplicate}
+}
+
+// Expire computes the effect of the player's state timing out.
+func Expire(cur PlayerState) Transition {
+	next := PlayerState{LastSeq: cur.LastSeq}
+	if !cur.Present {
+		return Transition{Next: next, Outcome: OutcomeNothing}
+	}
+	return Transition{Next: next, Outcome: OutcomeExpired, Removed: cur.Slot, HasRemove: true}
+}
+
+// Counts holds player counts per slot.
+type Counts struct {
+	modes int
+	v     []int64
+}
+
+// NewCounts returns zero counts for a catalog's slots.
+func NewCounts(c *Catalog) Counts {
+	return Counts{modes: c.NumModes(), v: make([]int64, c.NumRegions()*c.NumModes())}
+}
+
+// Apply adds a transition's count changes.
+func (c Counts) Apply(t Transition) {
+	if t.HasRemove {
+		c.v[int(t.Removed.Region)*c.modes+int(t.Removed.Mode)]--
+	}
+	if t.HasAdd {
+		c.v[int(t.Added.Region)*c.modes+int(t.Added.Mode)]++
+	}
+}
+
+// Add adds n players to a slot.
+func (c Counts) Add(s Slot, n int64) { c.v[int(s.Region)*c.modes+int(s.Mode)] += n }
+
+// Get returns the count of a slot.
+func (c Counts) Get(s Slot) int64 { return c.v[int(s.Region)*c.modes+int(s.Mode)] }
+
+// Region returns the counts of one region indexed by mode index. The slice
+// aliases the counts.
+func (c Counts) Region(r int) []int64 { return c.v[r*c.modes : (r+1)*c.modes] }
+
+// Equal reports whether two counts hold the same values.
+func (c Counts) Equal(o Counts) bool {
+	if len(c.v) != len(o.v) {
+		return false
+	}
+	for i := range c.v {
+		if c.v[i] != o.v[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Clone returns an independent copy.
+func (c Counts) Clone() Counts {
+	return Counts{modes: c.modes, v: append([]int64(nil), c.v...)}
+}
+
+// SlotOf returns the slot of a configured region and mode.
+func (c *Catalog) SlotOf(region string, mode int) (Slot, bool) {
+	r, ok1 := c.regionIndex[region]
+	m, ok2 := c.modeIndex[mode]
+	return Slot{Region: uint16(r), Mode: uint16(m)}, ok1 && ok2
+}
+
+// ErrUnknownSlot marks a stored player whose region or mode is no longer configured.
+var ErrUnknownSlot = errors.New("region or game mode not configured")
+
+// EncodePlayer returns the stored form of a player state: "P <region> <mode>
+// <seq>" for a counted player, "L <seq>" for one who is not (after a leave).
+func (c *Catalog) EncodePlayer(st PlayerState) []byte {
+	b := make([]byte, 0, 32)
+	if st.Present {
+		b = append(b, "P "...)
+		b = append(b, c.regions[st.Slot.Region]...)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(c.modes[st.Slot.Mode]), 10)
+		b = append(b, ' ')
+	} else {
+		b = append(b, "L "...)
+	}
+	return strconv.AppendUint(b, st.LastSeq, 10)
+}
+
+// DecodePlayer parses a stored player state. A state whose region or mode is
+// not configured is returned as not present with its LastSeq, together with
+// ErrUnknownSlot.
+func (c *Catalog) DecodePlayer(v []byte) (PlayerState, error) {
+	f := strings.Fields(string(v))
+	switch {
+	case len(f) == 2 && f[0] == "L":
+		seq, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil {
+			return PlayerState{}, fmt.Errorf("player value %q: %w", v, err)
+		}
+		return PlayerState{LastSeq: seq}, nil
+	case len(f) == 4 && f[0] == "P":
+		seq, err := strconv.ParseUint(f[3], 10, 64)
+		if err != nil {
+			return PlayerState{}, fmt.Errorf("player value %q: %w", v, err)
+		}
+		mode, err := strconv.Atoi(f[2])
+		if err != nil {
+			return PlayerState{}, fmt.Errorf("player value %q: %w", v, err)
+		}
+		slot, ok := c.SlotOf(f[1], mode)
+		if !ok {
+			return PlayerState{LastSeq: seq}, fmt.Errorf("player value %q: %w", v, ErrUnknownSlot)
+		}
+		return PlayerState{Present: true, Slot: slot, LastSeq: seq}, nil
+	}
+	return PlayerState{}, fmt.Errorf("player value %q: not a player state", v)
+}

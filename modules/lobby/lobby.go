@@ -1,0 +1,163 @@
+// Package lobby keeps the live lobby lists in memory: the sum of every
+// partition's count shard, ranked per region, ready to serve without a NATS
+// round trip per read.
+package lobby
+
+import (
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// View is the in-memory lobby view. It is safe for concurrent use: shard
+// updates come from one watcher, reads from any number of requests.
+type View struct {
+	catalog *domain.Catalog
+
+	mu     sync.Mutex
+	shards map[int]domain.Counts
+	totals domain.Counts
+
+	// lists holds per region index the encoded answer of GET popular_game_modes.
+	lists      []atomic.Pointer[[]byte]
+	synced     atomic.Bool
+	lastChange atomic.Int64 // unix nanos of the last applied shard change
+	changed    chan struct{}
+	changedMu  sync.Mutex
+}
+
+// NewView returns an empty view over the catalog's regions and modes.
+func NewView(catalog *domain.Catalog, reg prometheus.Registerer) *View {
+	v := &View{
+		catalog: catalog,
+		shards:  map[int]domain.Counts{},
+		totals:  domain.NewCounts(catalog),
+		lists:   make([]atomic.Pointer[[]byte], catalog.NumRegions()),
+		changed: make(chan struct{}),
+	}
+	for r := range v.lists {
+		v.publish(r)
+	}
+	v.lastChange.Store(time.Now().UnixNano())
+	if reg != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gamemodes_lobby_view_age_seconds",
+			Help: "Seconds since the lobby view last applied a count-shard change.",
+		}, func() float64 { return time.Since(time.Unix(0, v.lastChange.Load())).Seconds() }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gamemodes_lobby_view_synced",
+			Help: "1 once the lobby view has loaded every count shard.",
+		}, func() float64 {
+			if v.synced.Load() {
+				return 1
+			}
+			return 0
+		}))
+	}
+	return v
+}
+
+// SetShard replaces a partition's counts with a shard's.
+func (v *View) SetShard(partition int, shard domain.Shard) {
+	counts, _ := v.catalog.CountsOf(shard)
+	v.mu.Lock()
+	old, had := v.shards[partition]
+	v.shards[partition] = counts
+	v.applyDiff(old, had, counts, true)
+	v.mu.Unlock()
+}
+
+// DeleteShard removes a partition's counts (its shard was deleted).
+func (v *View) DeleteShard(partition int) {
+	v.mu.Lock()
+	if old, had := v.shards[partition]; had {
+		delete(v.shards, partition)
+		v.applyDiff(old, true, domain.Counts{}, false)
+	}
+	v.mu.Unlock()
+}
+
+// applyDiff moves totals from old to new and republishes the regions that
+// changed. Callers hold mu.
+func (v *View) applyDiff(old domain.Counts, hadOld bool, cur domain.Counts, hasNew bool) {
+	changed := false
+	for r := 0; r < v.catalog.NumRegions(); r++ {
+		tot := v.totals.Region(r)
+		regionChanged := false
+		for m := range tot {
+			var o, n int64
+			if hadOld {
+				o = old.Region(r)[m]
+			}
+			if hasNew {
+				n = cur.Region(r)[m]
+			}
+			if o != n {
+				tot[m] += n - o
+				regionChanged = true
+			}
+		}
+		if regionChanged {
+			v.publish(r)
+			changed = true
+		}
+	}
+	if changed {
+		v.lastChange.Store(time.Now().UnixNano())
+		v.changedMu.Lock()
+		close(v.changed)
+		v.changed = make(chan struct{})
+		v.changedMu.Unlock()
+	}
+}
+
+type answer struct {
+	Region    string             `json:"region"`
+	GameModes []domain.ModeCount `json:"game_modes"`
+}
+
+func (v *View) publish(r int) {
+	b, _ := json.Marshal(answer{Region: v.catalog.Region(r), GameModes: v.catalog.Rank(v.totals.Region(r))})
+	v.lists[r].Store(&b)
+}
+
+// MarkSynced records that every stored shard has been loaded.
+func (v *View) MarkSynced() { v.synced.Store(true) }
+
+// Synced reports whether the view has loaded every stored shard.
+func (v *View) Synced() bool { return v.synced.Load() }
+
+// Popular returns the encoded lobby list of a region, or a validation error
+// for a missing or unknown region. The returned bytes must not be modified.
+func (v *View) Popular(region string) ([]byte, error) {
+	if region == "" {
+		return nil, &domain.ValidationError{Code: domain.CodeMissingRegion, Message: "query parameter region is required"}
+	}
+	r, ok := v.catalog.RegionIndex(region)
+	if !ok {
+		return nil, &domain.ValidationError{Code: domain.CodeInvalidRegion, Message: "unknown region"}
+	}
+	return *v.lists[r].Load(), nil
+}
+
+// Count returns the current total of one region and mode (0 if unknown).
+func (v *View) Count(region string, mode int) int64 {
+	slot, ok := v.catalog.SlotOf(region, mode)
+	if !ok {
+		return 0
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.totals.Get(slot)
+}
+
+// Changed returns a channel closed at the next change of any count.
+func (v *View) Changed() <-chan struct{} {
+	v.changedMu.Lock()
+	defer v.changedMu.Unlock()
+	return v.changed
+}

@@ -1,0 +1,96 @@
+// Package embedded runs a nats-server with JetStream inside the gamemodes
+// process, for the single-binary mode.
+package embedded
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Options configure the embedded server.
+type Options struct {
+	// Listen is the client address, host:port ("127.0.0.1:4222"); port 0 or -1 picks a free one.
+	Listen string
+	// DataDir holds the JetStream file store (under DataDir/jetstream).
+	DataDir string
+	// ServerName names the server; default "gamemodes-embedded".
+	ServerName string
+	// ConfigFile, if set, is a nats-server configuration file applied first (accounts, users).
+	ConfigFile string
+	// Logger receives the server's log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// ErrListen means the client address could not be bound.
+var ErrListen = errors.New("cannot listen")
+
+// Start starts the server and waits until it accepts connections.
+func Start(o Options) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: address %q: %w", o.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: port %q: %w", portStr, err)
+	}
+	opts := &server.Options{}
+	if o.ConfigFile != "" {
+		if opts, err = server.ProcessConfigFile(o.ConfigFile); err != nil {
+			return nil, fmt.Errorf("embedded nats: config %s: %w", o.ConfigFile, err)
+		}
+	}
+	opts.ServerName = o.ServerName
+	if opts.ServerName == "" {
+		opts.ServerName = "gamemodes-embedded"
+	}
+	opts.Host = host
+	opts.Port = port
+	if port == 0 {
+		opts.Port = -1
+	}
+	opts.JetStream = true
+	opts.StoreDir = filepath.Join(o.DataDir, "jetstream")
+	opts.NoSigs = true
+	opts.MaxPayload = 1 << 20
+
+	if opts.Port > 0 {
+		// nats-server reports a busy port only in its log; check first for a clear error.
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(opts.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w %s: %w", ErrListen, o.Listen, err)
+		}
+		_ = l.Close()
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if o.Logger != nil {
+		ns.SetLoggerV2(slogAdapter{o.Logger.With("component", "nats-server")}, false, false, false)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded nats: %w %s: server not ready", ErrListen, o.Listen)
+	}
+	return ns, nil
+}
+
+// slogAdapter routes nats-server logs to slog. Fatalf is logged as an error
+// and never exits the process.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Noticef(f string, v ...any) { a.l.Info(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Warnf(f string, v ...any)   { a.l.Warn(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...), "fatal", true) }
+func (a slogAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Debugf(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Tracef(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }

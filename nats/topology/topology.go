@@ -1,0 +1,294 @@
+// Package topology is the NATS JetStream layout of gamemodes as code: the
+// events stream, the players and count-shard buckets, their subjects and
+// keys, and an idempotent Ensure that creates or updates them at start.
+package topology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the stream and buckets.
+const (
+	EventsStream  = "GAMEMODES_EVENTS"
+	PlayersBucket = "gamemodes_players"
+	CountsBucket  = "gamemodes_counts"
+	// PlayersStream is the stream behind the players bucket (expiry markers are read from it).
+	PlayersStream = "KV_" + PlayersBucket
+
+	// EventsSubjectPrefix starts every subject reporters publish to: gamemodes.events.<REGION>.<user token>.
+	EventsSubjectPrefix = "gamemodes.events"
+	// EventsSubjects is the stream's subject filter.
+	EventsSubjects = EventsSubjectPrefix + ".*.*"
+
+	// DefaultPartitions is the partition count of a newly created events stream.
+	DefaultPartitions = 32
+	// MaxPartitions bounds the partition count.
+	MaxPartitions = 1024
+
+	// metaPartitions is the stream metadata key holding the partition count.
+	metaPartitions = "gamemodes.partitions"
+)
+
+// Config is what Ensure creates. Partitions only applies when the stream is
+// created: an existing stream keeps its partition count (players are keyed by it).
+type Config struct {
+	// Partitions is the number of player partitions (default 32).
+	Partitions int
+	// Replicas is the replication factor of the stream and buckets (1, or 3 in a cluster).
+	Replicas int
+	// PlayerTTL is how long a player stays counted without any event of theirs.
+	PlayerTTL time.Duration
+	// EventsMaxAge is how long events stay in the stream (the archiver's backlog limit).
+	EventsMaxAge time.Duration
+	// EventsMaxBytes bounds the stream's size; -1 for no bound.
+	EventsMaxBytes int64
+	// DuplicateWindow is how long an event_id is remembered for deduplication.
+	DuplicateWindow time.Duration
+}
+
+// Defaults fills zero fields with the documented defaults.
+func (c Config) Defaults() Config {
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.PlayerTTL == 0 {
+		c.PlayerTTL = time.Hour
+	}
+	if c.EventsMaxAge == 0 {
+		c.EventsMaxAge = 7 * 24 * time.Hour
+	}
+	if c.EventsMaxBytes == 0 {
+		c.EventsMaxBytes = -1
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	return c
+}
+
+// Validate checks the settings.
+func (c Config) Validate() error {
+	switch {
+	case c.Partitions < 1 || c.Partitions > MaxPartitions:
+		return fmt.Errorf("partitions %d: want 1-%d", c.Partitions, MaxPartitions)
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("replicas %d: want 1-5", c.Replicas)
+	case c.PlayerTTL < 2*time.Second:
+		return fmt.Errorf("player TTL %s: want at least 2s", c.PlayerTTL)
+	case c.DuplicateWindow <= 0 || c.DuplicateWindow > c.EventsMaxAge:
+		return fmt.Errorf("duplicate window %s: want more than 0 and at most the events max age %s", c.DuplicateWindow, c.EventsMaxAge)
+	}
+	return nil
+}
+
+// EventSubject is the subject a reporter publishes an event to.
+func EventSubject(region, token string) string {
+	return EventsSubjectPrefix + "." + region + "." + token
+}
+
+// EventsTransform is the stream's subject transform: it prepends the
+// partition of the user token and drops the token, so the stream holds at
+// most partitions x regions subjects.
+func EventsTransform(partitions int) *jetstream.SubjectTransformConfig {
+	return &jetstream.SubjectTransformConfig{
+		Source:      EventsSubjects,
+		Destination: fmt.Sprintf("{{partition(%d,2)}}.%s.{{wildcard(1)}}", partitions, EventsSubjectPrefix),
+	}
+}
+
+// PartitionEventsFilter is the stored-subject filter of one partition's events.
+func PartitionEventsFilter(p int) string {
+	return strconv.Itoa(p) + "." + EventsSubjectPrefix + ".*"
+}
+
+// ParseStoredEventSubject splits a stored subject "<p>.gamemodes.events.<REGION>".
+func ParseStoredEventSubject(subject string) (partition int, region string, ok bool) {
+	ps, rest, found := strings.Cut(subject, ".")
+	if !found {
+		return 0, "", false
+	}
+	region, found = strings.CutPrefix(rest, EventsSubjectPrefix+".")
+	if !found || region == "" || strings.Contains(region, ".") {
+		return 0, "", false
+	}
+	p, err := strconv.Atoi(ps)
+	if err != nil || p < 0 {
+		return 0, "", false
+	}
+	return p, region, true
+}
+
+// PlayerKey is the players bucket key of a user token in a partition.
+func PlayerKey(p int, token string) string { return strconv.Itoa(p) + "." + token }
+
+// PlayerSubject is the stream subject behind a player key.
+func PlayerSubject(p int, token string) string {
+	return "$KV." + PlayersBucket + "." + strconv.Itoa(p) + "." + token
+}
+
+// PartitionPlayersFilter is the key filter of one partition's players.
+func PartitionPlayersFilter(p int) string { return strconv.Itoa(p) + ".>" }
+
+// PartitionPlayersSubjects is the players stream subject filter of one partition.
+func PartitionPlayersSubjects(p int) string { return "$KV." + PlayersBucket + "." + strconv.Itoa(p) + ".>" }
+
+// ParsePlayerSubject returns the user token of a players stream subject of partition p.
+func ParsePlayerSubject(subject string, p int) (string, bool) {
+	return strings.CutPrefix(subject, "$KV."+PlayersBucket+"."+strconv.Itoa(p)+".")
+}
+
+// ShardKey is the count-shard key of a partition.
+func ShardKey(p int) string { return "p" + strconv.Itoa(p) }
+
+// ParseShardKey returns the partition of a count-shard key.
+func ParseShardKey(key string) (int, bool) {
+	s, ok := strings.CutPrefix(key, "p")
+	if !ok {
+		return 0, false
+	}
+	p, err := strconv.Atoi(s)
+	return p, err == nil && p >= 0
+}
+
+// MarkerTTL is how long expiry markers live: the player TTL capped to 15 min
+// (a marker must outlive the owner's lag in reading it; a takeover recomputes
+// from live keys anyway).
+func MarkerTTL(playerTTL time.Duration) time.Duration {
+	return max(time.Second, min(playerTTL, 15*time.Minute))
+}
+
+// Topology is what Ensure found or made.
+type Topology struct {
+	// Partitions is the events stream's partition count.
+	Partitions int
+	// PlayerTTL is the players bucket's TTL.
+	PlayerTTL time.Duration
+}
+
+// EventsStreamConfig is the events stream as configured.
+func EventsStreamConfig(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:             EventsStream,
+		Description:      "gamemodes player events, partitioned by user token",
+		Subjects:         []string{EventsSubjects},
+		SubjectTransform: EventsTransform(c.Partitions),
+		Retention:        jetstream.LimitsPolicy,
+		Discard:          jetstream.DiscardOld,
+		MaxAge:           c.EventsMaxAge,
+		MaxBytes:         c.EventsMaxBytes,
+		MaxMsgs:          -1,
+		Storage:          jetstream.FileStorage,
+		Replicas:         c.Replicas,
+		Duplicates:       c.DuplicateWindow,
+		Metadata:         map[string]string{metaPartitions: strconv.Itoa(c.Partitions)},
+	}
+}
+
+// PlayersBucketConfig is the players bucket as configured.
+func PlayersBucketConfig(c Config) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:         PlayersBucket,
+		Description:    "gamemodes player states by <partition>.<user token>",
+		History:        1,
+		TTL:            c.PlayerTTL,
+		LimitMarkerTTL: MarkerTTL(c.PlayerTTL),
+		Storage:        jetstream.FileStorage,
+		Replicas:       c.Replicas,
+	}
+}
+
+// CountsBucketConfig is the count-shards bucket as configured.
+func CountsBucketConfig(c Config) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      CountsBucket,
+		Description: "gamemodes player counts, one shard per partition",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	}
+}
+
+// Ensure creates the stream and buckets, or updates their mutable settings.
+// It is safe to run concurrently from several processes.
+func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (Topology, error) {
+	c = c.Defaults()
+	if err := c.Validate(); err != nil {
+		return Topology{}, fmt.Errorf("ensure topology: %w", err)
+	}
+	partitions, err := ensureEventsStream(ctx, js, c)
+	if err != nil {
+		return Topology{}, err
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, PlayersBucketConfig(c)); err != nil {
+		return Topology{}, fmt.Errorf("ensure players bucket: %w", err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, CountsBucketConfig(c)); err != nil {
+		return Topology{}, fmt.Errorf("ensure counts bucket: %w", err)
+	}
+	return Topology{Partitions: partitions, PlayerTTL: c.PlayerTTL}, nil
+}
+
+func ensureEventsStream(ctx context.Context, js jetstream.JetStream, c Config) (int, error) {
+	want := EventsStreamConfig(c)
+	s, err := js.Stream(ctx, EventsStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err = js.CreateStream(ctx, want); err == nil || !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err != nil {
+				return 0, fmt.Errorf("create events stream: %w", err)
+			}
+			return c.Partitions, nil
+		}
+		// Created concurrently by another process: fall through to update.
+		s, err = js.Stream(ctx, EventsStream)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("events stream: %w", err)
+	}
+	partitions, err := partitionsOf(s.CachedInfo().Config)
+	if err != nil {
+		return 0, err
+	}
+	// Keep the existing partitioning; update what may change.
+	want.SubjectTransform = EventsTransform(partitions)
+	want.Metadata = map[string]string{metaPartitions: strconv.Itoa(partitions)}
+	if _, err := js.UpdateStream(ctx, want); err != nil {
+		return 0, fmt.Errorf("update events stream: %w", err)
+	}
+	return partitions, nil
+}
+
+func partitionsOf(cfg jetstream.StreamConfig) (int, error) {
+	p, err := strconv.Atoi(cfg.Metadata[metaPartitions])
+	if err != nil || p < 1 || p > MaxPartitions {
+		return 0, fmt.Errorf("events stream %s has no valid %s metadata (%q): not created by gamemodes?", cfg.Name, metaPartitions, cfg.Metadata[metaPartitions])
+	}
+	return p, nil
+}
+
+// Load reads the partition count and player TTL of an existing topology,
+// for processes that do not create it.
+func Load(ctx context.Context, js jetstream.JetStream) (Topology, error) {
+	s, err := js.Stream(ctx, EventsStream)
+	if err != nil {
+		return Topology{}, fmt.Errorf("events stream: %w", err)
+	}
+	p, err := partitionsOf(s.CachedInfo().Config)
+	if err != nil {
+		return Topology{}, err
+	}
+	ps, err := js.Stream(ctx, PlayersStream)
+	if err != nil {
+		return Topology{}, fmt.Errorf("players bucket: %w", err)
+	}
+	return Topology{Partitions: p, PlayerTTL: ps.CachedInfo().Config.MaxAge}, nil
+}
