@@ -101,7 +101,8 @@ func (s *Service) Reject(source string, err error) {
 	s.metrics.Rejected.WithLabelValues(source, reason).Inc()
 }
 
-// Module provides the ingest Service; the Publisher comes from an adapter.
+// Module provides the ingest Service; the Publisher comes from an adapter and
+// the Metrics from NewMetrics (shared with the partition owners).
 var Module = fx.Module("ingest",
-	fx.Provide(NewMetrics, NewService),
+	fx.Provide(NewService),
 )

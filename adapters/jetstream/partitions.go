@@ -1,0 +1,260 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/gamemodes/gamemodes/modules/partition"
+	"github.com/gamemodes/gamemodes/nats/topology"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Header names of the KV and TTL machinery.
+const (
+	hdrMarkerReason = "Nats-Marker-Reason"
+	hdrKVOperation  = "KV-Operation"
+)
+
+// PartitionStore implements partition.Store on the players bucket and the
+// count-shards bucket, with pipelined revision-checked writes.
+type PartitionStore struct {
+	js      jetstream.JetStream
+	players jetstream.KeyValue
+	counts  jetstream.KeyValue
+	pstream jetstream.Stream
+
+	playerAcks chan pendingAck
+	shardAcks  chan pendingAck
+	stopOnce   sync.Once
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+type pendingAck struct {
+	fut  jetstream.PubAckFuture
+	done func(uint64, error)
+}
+
+// NewPartitionStore opens the buckets. js should allow many pending async
+// publishes (jetstream.WithPublishAsyncMaxPending).
+func NewPartitionStore(ctx context.Context, js jetstream.JetStream) (*PartitionStore, error) {
+	players, err := js.KeyValue(ctx, topology.PlayersBucket)
+	if err != nil {
+		return nil, fmt.Errorf("players bucket: %w", err)
+	}
+	counts, err := js.KeyValue(ctx, topology.CountsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("counts bucket: %w", err)
+	}
+	ps, err := js.Stream(ctx, topology.PlayersStream)
+	if err != nil {
+		return nil, fmt.Errorf("players stream: %w", err)
+	}
+	s := &PartitionStore{js: js, players: players, counts: counts, pstream: ps,
+		playerAcks: make(chan pendingAck, 65536), shardAcks: make(chan pendingAck, 4096), stop: make(chan struct{})}
+	s.wg.Add(2)
+	go s.waitAcks(s.playerAcks)
+	go s.waitAcks(s.shardAcks)
+	return s, nil
+}
+
+// Close stops the acknowledgement waiters once every pending write has completed.
+func (s *PartitionStore) Close() {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+	})
+}
+
+// waitAcks completes writes in publish order: a stream acknowledges in that order.
+func (s *PartitionStore) waitAcks(ch chan pendingAck) {
+	defer s.wg.Done()
+	for {
+		select {
+		case pa := <-ch:
+			select {
+			case ack := <-pa.fut.Ok():
+				pa.done(ack.Sequence, nil)
+			case err := <-pa.fut.Err():
+				pa.done(0, mapWriteErr(err))
+			}
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// mapWriteErr turns the engine's revision-check failures into partition.ErrConflict.
+func mapWriteErr(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%w: %w", partition.ErrConflict, err)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%w: %w", partition.ErrConflict, err)
+	}
+	return err
+}
+
+// LoadPartition reads every live player of partition p and its count shard.
+func (s *PartitionStore) LoadPartition(ctx context.Context, p int) (partition.Snapshot, error) {
+	info, err := s.pstream.Info(ctx)
+	if err != nil {
+		return partition.Snapshot{}, fmt.Errorf("players stream info: %w", err)
+	}
+	snap := partition.Snapshot{PlayersSeq: info.State.LastSeq}
+	w, err := s.players.Watch(ctx, topology.PartitionPlayersFilter(p), jetstream.IgnoreDeletes())
+	if err != nil {
+		return partition.Snapshot{}, fmt.Errorf("watch players: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	prefix := len(topology.PartitionPlayersFilter(p)) - 1 // "<p>."
+loop:
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return partition.Snapshot{}, fmt.Errorf("watch players: closed")
+			}
+			if e == nil {
+				break loop
+			}
+			snap.Players = append(snap.Players, partition.StoredPlayer{Token: e.Key()[prefix:], Rev: e.Revision(), Value: e.Value()})
+		case <-ctx.Done():
+			return partition.Snapshot{}, fmt.Errorf("watch players: %w", ctx.Err())
+		}
+	}
+	e, err := s.counts.Get(ctx, topology.ShardKey(p))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		// No shard yet; a deleted one still needs its revision for CAS.
+		if last, lerr := s.lastRev(ctx, "$KV."+topology.CountsBucket+"."+topology.ShardKey(p)); lerr == nil {
+			snap.ShardRev = last
+		}
+	case err != nil:
+		return partition.Snapshot{}, fmt.Errorf("get count shard: %w", err)
+	default:
+		snap.Shard, snap.ShardRev = e.Value(), e.Revision()
+	}
+	return snap, nil
+}
+
+func (s *PartitionStore) lastRev(ctx context.Context, subject string) (uint64, error) {
+	cs, err := s.js.Stream(ctx, "KV_"+topology.CountsBucket)
+	if err != nil {
+		return 0, err
+	}
+	m, err := cs.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// WritePlayer publishes a player value expecting revision expectRev.
+func (s *PartitionStore) WritePlayer(p int, token string, value []byte, expectRev uint64, done func(uint64, error)) {
+	s.publish(s.playerAcks, topology.PlayerSubject(p, token), value, expectRev, done)
+}
+
+// WriteShard publishes a count shard expecting revision expectRev.
+func (s *PartitionStore) WriteShard(p int, value []byte, expectRev uint64, done func(uint64, error)) {
+	s.publish(s.shardAcks, "$KV."+topology.CountsBucket+"."+topology.ShardKey(p), value, expectRev, done)
+}
+
+func (s *PartitionStore) publish(acks chan pendingAck, subject string, value []byte, expectRev uint64, done func(uint64, error)) {
+	fut, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: value}, jetstream.WithExpectLastSequencePerSubject(expectRev))
+	if err != nil {
+		done(0, fmt.Errorf("publish %s: %w", subject, err))
+		return
+	}
+	select {
+	case acks <- pendingAck{fut: fut, done: done}:
+	case <-s.stop:
+		done(0, fmt.Errorf("publish %s: store closed", subject))
+	}
+}
+
+// LastPlayerEntry classifies the latest stored message of a player key.
+func (s *PartitionStore) LastPlayerEntry(ctx context.Context, p int, token string) (partition.Entry, error) {
+	m, err := s.pstream.GetLastMsgForSubject(ctx, topology.PlayerSubject(p, token))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return partition.Entry{Kind: partition.EntryNone}, nil
+	}
+	if err != nil {
+		return partition.Entry{}, fmt.Errorf("last player message: %w", err)
+	}
+	e := partition.Entry{Kind: partition.EntryValue, Rev: m.Sequence}
+	switch {
+	case m.Header.Get(hdrMarkerReason) != "":
+		e.Kind = partition.EntryExpired
+	case m.Header.Get(hdrKVOperation) != "":
+		e.Kind = partition.EntryDeleted
+	}
+	return e, nil
+}
+
+// PartitionFeed implements partition.Feed with ordered consumers.
+type PartitionFeed struct {
+	js jetstream.JetStream
+}
+
+// NewPartitionFeed returns a feed on js.
+func NewPartitionFeed(js jetstream.JetStream) *PartitionFeed { return &PartitionFeed{js: js} }
+
+func startConfig(filter string, fromSeq uint64, headersOnly bool) jetstream.OrderedConsumerConfig {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, HeadersOnly: headersOnly}
+	if fromSeq > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = fromSeq
+	}
+	return cfg
+}
+
+// Events delivers partition p's stored events from fromSeq on, in order.
+func (f *PartitionFeed) Events(ctx context.Context, p int, fromSeq uint64, deliver func(partition.EventMsg)) (func(), error) {
+	c, err := f.js.OrderedConsumer(ctx, topology.EventsStream, startConfig(topology.PartitionEventsFilter(p), fromSeq, false))
+	if err != nil {
+		return nil, fmt.Errorf("events consumer: %w", err)
+	}
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		deliver(partition.EventMsg{
+			Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Time: md.Timestamp,
+			Pending: md.NumPending, FromEdge: m.Headers().Get(SourceHeader) != "",
+		})
+	}, jetstream.PullMaxMessages(500))
+	if err != nil {
+		return nil, fmt.Errorf("consume events: %w", err)
+	}
+	return cc.Stop, nil
+}
+
+// Expiries delivers partition p's expiry markers from fromSeq on.
+func (f *PartitionFeed) Expiries(ctx context.Context, p int, fromSeq uint64, deliver func(partition.Expiry)) (func(), error) {
+	c, err := f.js.OrderedConsumer(ctx, topology.PlayersStream, startConfig(topology.PartitionPlayersSubjects(p), fromSeq, true))
+	if err != nil {
+		return nil, fmt.Errorf("expiry consumer: %w", err)
+	}
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		if m.Headers().Get(hdrMarkerReason) == "" {
+			return
+		}
+		token, ok := topology.ParsePlayerSubject(m.Subject(), p)
+		md, err := m.Metadata()
+		if !ok || err != nil {
+			return
+		}
+		deliver(partition.Expiry{Token: token, Seq: md.Sequence.Stream})
+	}, jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return nil, fmt.Errorf("consume expiries: %w", err)
+	}
+	return cc.Stop, nil
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
+	"github.com/gamemodes/gamemodes/adapters/httpapi"
+	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/modules/ingest"
+	"github.com/gamemodes/gamemodes/modules/lobby"
+	"github.com/gamemodes/gamemodes/modules/partition"
+	"github.com/gamemodes/gamemodes/nats/embedded"
+	"github.com/gamemodes/gamemodes/nats/topology"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/fx"
+)
+
+// NATS is the process's connection to NATS and the ensured topology.
+type NATS struct {
+	Conn     *nats.Conn
+	JS       jetstream.JetStream
+	Topology topology.Topology
+	Embedded *server.Server
+}
+
+// newNATS starts the embedded server when no URL is configured, connects,
+// and ensures the stream and buckets.
+func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
+	n := &NATS{}
+	url := cfg.NATSURL
+	if url == "" {
+		ns, err := embedded.Start(embedded.Options{
+			Listen: cfg.NATSListen, DataDir: cfg.DataDir, ServerName: "gamemodes-" + cfg.InstanceID,
+			ConfigFile: cfg.NATSConfig, Logger: log,
+		})
+		if err != nil {
+			if errors.Is(err, embedded.ErrListen) {
+				return nil, fmt.Errorf("--nats-listen %s: cannot start the embedded NATS server there (port in use?); choose another address with --nats-listen or use an external server with --nats-url: %w", cfg.NATSListen, err)
+			}
+			return nil, err
+		}
+		n.Embedded = ns
+		url = ns.ClientURL()
+		log.Info("embedded NATS server started", "url", url, "store", cfg.DataDir)
+		lc.Append(fx.StopHook(func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}))
+	}
+	nc, err := connectNATS(url, cfg.InstanceID, log)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(func() {
+		if err := nc.Drain(); err != nil {
+			nc.Close()
+		}
+	}))
+	n.Conn = nc
+	if n.JS, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(65536), jetstream.WithPublishAsyncTimeout(10*time.Second)); err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if n.Topology, err = topology.Ensure(ctx, n.JS, cfg.Topology()); err != nil {
+		return nil, err
+	}
+	if n.Topology.PlayerTTL != cfg.PlayerTTL {
+		log.Warn("players bucket TTL differs from --player-ttl", "bucket", n.Topology.PlayerTTL, "flag", cfg.PlayerTTL)
+	}
+	log.Info("NATS topology ready", "partitions", n.Topology.Partitions, "player_ttl", n.Topology.PlayerTTL, "replicas", cfg.Replicas)
+	return n, nil
+}
+
+func connectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name("gamemodes "+name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("NATS disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("NATS async error", "subject", subject, "err", err)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("--nats-url %s: connect: %w", redact(url), err)
+	}
+	return nc, nil
+}
+
+func redact(url string) string {
+	if at := strings.LastIndex(url, "@"); at >= 0 {
+		if i := strings.Index(url, "://"); i >= 0 && i < at {
+			return url[:i+3] + "***" + url[at:]
+		}
+	}
+	return url
+}
+
+func newRegistry() (*prometheus.Registry, prometheus.Registerer, prometheus.Gatherer) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg, reg, reg
+}
+
+// readiness answers /readyz: NATS connected, topology ensured (done before
+// start), the lobby view synced.
+type readiness struct {
+	nats *NATS
+	view *lobby.View
+}
+
+func (r readiness) Ready() error {
+	if st := r.nats.Conn.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("NATS %s", strings.ToLower(st.String()))
+	}
+	if r.view != nil && !r.view.Synced() {
+		return errors.New("lobby view not synced yet")
+	}
+	return nil
+}
+
+// appOptions assembles the fx application for cfg's roles.
+func appOptions(cfg Config, log *slog.Logger) fx.Option {
+	opts := []fx.Option{
+		fx.Supply(cfg, log, cfg.catalog),
+		fx.Provide(newRegistry, newNATS, func(n *NATS) jetstream.JetStream { return n.JS }),
+		fx.Provide(ingest.NewMetrics),
+	}
+	if cfg.Has(RoleWorker) {
+		opts = append(opts, workerModule)
+	}
+	if cfg.Has(RoleEdge) {
+		opts = append(opts, edgeModule(cfg))
+	}
+	return fx.Options(opts...)
+}
+
+// workerModule runs the partition owners of this process.
+var workerModule = fx.Module("worker",
+	fx.Provide(
+		partition.NewMetrics,
+		func(lc fx.Lifecycle, n *NATS) (*jsadapter.PartitionStore, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := jsadapter.NewPartitionStore(ctx, n.JS)
+			if err != nil {
+				return nil, err
+			}
+			lc.Append(fx.StopHook(s.Close))
+			return s, nil
+		},
+	),
+	fx.Invoke(func(lc fx.Lifecycle, cfg Config, n *NATS, catalog *domain.Catalog, store *jsadapter.PartitionStore, m *partition.Metrics, log *slog.Logger) {
+		w := partition.NewWorker(partition.OwnerConfig{
+			OwnerID: cfg.InstanceID, Partitions: n.Topology.Partitions, PlayerTTL: n.Topology.PlayerTTL,
+		}, catalog, store, jsadapter.NewPartitionFeed(n.JS), m, log.With("component", "worker"))
+		lc.Append(fx.Hook{
+			OnStart: func(context.Context) error {
+				all := make([]int, n.Topology.Partitions)
+				for i := range all {
+					all[i] = i
+				}
+				w.SetPartitions(all)
+				log.Info("worker owns partitions", "partitions", len(all))
+				return nil
+			},
+			OnStop: w.Stop,
+		})
+	}),
+)
+
+// edgeModule serves HTTP: ingest, the lobby view and operations endpoints.
+func edgeModule(cfg Config) fx.Option {
+	return fx.Module("edge",
+		ingest.Module,
+		fx.Supply(httpapi.Config{Addr: cfg.HTTPAddr}),
+		fx.Provide(
+			fx.Annotate(jsadapter.NewEventPublisher, fx.As(new(ingest.Publisher))),
+			fx.Annotate(func(s *ingest.Service) *ingest.Service { return s }, fx.As(new(httpapi.EventSubmitter))),
+			func(c *domain.Catalog, reg prometheus.Registerer) *lobby.View { return lobby.NewView(c, reg) },
+			fx.Annotate(func(v *lobby.View) *lobby.View { return v }, fx.As(new(httpapi.LobbyLists))),
+			fx.Annotate(func(n *NATS, v *lobby.View) readiness { return readiness{nats: n, view: v} }, fx.As(new(httpapi.Readiness))),
+		),
+		fx.Invoke(func(lc fx.Lifecycle, n *NATS, v *lobby.View, log *slog.Logger) {
+			w := jsadapter.NewShardWatcher(n.JS, v, log.With("component", "lobby"))
+			lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
+		}),
+		httpapi.Module,
+	)
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/nats/topology"
+	"github.com/peterbourgon/ff/v3"
+)
+
+// Roles a process can run.
+const (
+	RoleEdge     = "edge"
+	RoleWorker   = "worker"
+	RoleArchiver = "archiver"
+)
+
+// Config is the parsed command line and environment (GAMEMODES_<FLAG>).
+type Config struct {
+	Roles        []string
+	HTTPAddr     string
+	NATSURL      string
+	NATSListen   string
+	NATSConfig   string
+	DataDir      string
+	PostgresURL  string
+	PlayerTTL    time.Duration
+	Regions      []string
+	GameModes    []int
+	Partitions   int
+	Replicas     int
+	EventsMaxAge time.Duration
+	DedupWindow  time.Duration
+	InstanceID   string
+	LogLevel     string
+	LogFormat    string
+	NoMigrate    bool
+
+	catalog *domain.Catalog
+}
+
+// Has reports whether the process runs role.
+func (c Config) Has(role string) bool { return slices.Contains(c.Roles, role) }
+
+// Topology returns the NATS topology settings.
+func (c Config) Topology() topology.Config {
+	return topology.Config{
+		Partitions: c.Partitions, Replicas: c.Replicas, PlayerTTL: c.PlayerTTL,
+		EventsMaxAge: c.EventsMaxAge, DuplicateWindow: c.DedupWindow,
+	}.Defaults()
+}
+
+// newFlagSet declares the flags shared by serve, rebuild and migrate.
+func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	roles := fs.String("roles", "all", "roles to run: all, or a comma list of edge, worker, archiver")
+	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address of the edge")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS server URL(s), comma separated; empty runs an embedded server")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
+	fs.StringVar(&c.NATSConfig, "nats-config", "", "nats-server configuration file for the embedded server (users, accounts)")
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the embedded NATS server's JetStream store")
+	fs.StringVar(&c.PostgresURL, "postgres-url", "", "Postgres URL of the event archive (also DATABASE_URL); empty: the archiver waits")
+	fs.DurationVar(&c.PlayerTTL, "player-ttl", time.Hour, "how long a player stays counted without any event of theirs (Go duration)")
+	regions := fs.String("regions", strings.Join(domain.DefaultRegions, ","), "comma list of regions")
+	modes := fs.String("game-modes", "1-10", "comma list of game modes and ranges")
+	fs.IntVar(&c.Partitions, "partitions", topology.DefaultPartitions, "player partitions of a newly created events stream (an existing stream keeps its own)")
+	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the stream and buckets when created (3 on a cluster)")
+	fs.DurationVar(&c.EventsMaxAge, "events-max-age", 7*24*time.Hour, "how long events stay in the stream (the archive's backlog limit)")
+	fs.DurationVar(&c.DedupWindow, "dedup-window", 2*time.Minute, "how long an event_id is remembered for deduplication in the stream")
+	fs.StringVar(&c.InstanceID, "instance-id", defaultInstanceID(), "name of this process in shards, logs and NATS")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "auto", "json, text, or auto (JSON unless on a terminal)")
+	fs.BoolVar(&c.NoMigrate, "no-migrate", false, "do not apply database migrations at start")
+	finish := func() error {
+		var err error
+		if c.Roles, err = parseRoles(*roles); err != nil {
+			return err
+		}
+		if c.PostgresURL == "" {
+			c.PostgresURL = os.Getenv("DATABASE_URL")
+		}
+		c.Regions = domain.ParseRegions(*regions)
+		if c.GameModes, err = domain.ParseGameModes(*modes); err != nil {
+			return fmt.Errorf("--game-modes: %w", err)
+		}
+		if c.catalog, err = domain.NewCatalog(c.Regions, c.GameModes); err != nil {
+			return fmt.Errorf("--regions/--game-modes: %w", err)
+		}
+		if err := c.Topology().Validate(); err != nil {
+			return fmt.Errorf("--partitions/--replicas/--player-ttl/--dedup-window: %w", err)
+		}
+		return nil
+	}
+	return fs, finish
+}
+
+// parseConfig parses args and the GAMEMODES_* environment.
+func parseConfig(name string, args []string) (Config, error) {
+	var c Config
+	fs, finish := newFlagSet(name, &c)
+	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("GAMEMODES")); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return c, finish()
+}
+
+func parseRoles(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "all" || strings.TrimSpace(s) == "" {
+		return []string{RoleEdge, RoleWorker, RoleArchiver}, nil
+	}
+	var out []string
+	for _, r := range strings.Split(s, ",") {
+		r = strings.TrimSpace(r)
+		switch r {
+		case RoleEdge, RoleWorker, RoleArchiver:
+			if !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+		default:
+			return nil, errors.New("--roles: unknown role " + r + " (want all, or edge, worker, archiver)")
+		}
+	}
+	return out, nil
+}
+
+func defaultInstanceID() string {
+	h, err := os.Hostname()
+	if err != nil {
+		h = "gamemodes"
+	}
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}

@@ -1,0 +1,111 @@
+// Command gamemodes serves live game-mode popularity per region: the HTTP
+// edge, the partition workers and the archiver, with an embedded NATS server
+// by default.
+//
+// Usage:
+//
+//	gamemodes [serve] [flags]   run the roles (default command)
+//	gamemodes help              list the flags
+//
+// Every flag can also be set as an environment variable GAMEMODES_<FLAG>
+// (dashes become underscores), e.g. GAMEMODES_HTTP_ADDR=:9090.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/fx"
+	"golang.org/x/term"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args, stderr)
+	case "help":
+		var c Config
+		fs, _ := newFlagSet("serve", &c)
+		fs.SetOutput(stderr)
+		fmt.Fprintln(stderr, "usage: gamemodes [serve] [flags]")
+		fs.PrintDefaults()
+		return 0
+	default:
+		fmt.Fprintf(stderr, "gamemodes: unknown command %q (want serve or help)\n", cmd)
+		return 2
+	}
+}
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	jsonOut := cfg.LogFormat == "json"
+	if cfg.LogFormat == "auto" {
+		f, ok := w.(*os.File)
+		jsonOut = !ok || !term.IsTerminal(int(f.Fd()))
+	}
+	if jsonOut {
+		return slog.New(slog.NewJSONHandler(w, opts)).With("instance", cfg.InstanceID)
+	}
+	return slog.New(slog.NewTextHandler(w, opts)).With("instance", cfg.InstanceID)
+}
+
+func serve(args []string, stderr io.Writer) int {
+	cfg, err := parseConfig("serve", args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gamemodes: %v\n", err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	slog.SetDefault(log)
+	app := fx.New(appOptions(cfg, log), fx.NopLogger, fx.StartTimeout(60*time.Second), fx.StopTimeout(20*time.Second))
+	if err := app.Err(); err != nil {
+		log.Error("cannot build the application", "err", err)
+		return 1
+	}
+	startCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := app.Start(startCtx); err != nil {
+		log.Error("start failed", "err", err)
+		stopCtx, cancelStop := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancelStop()
+		_ = app.Stop(stopCtx)
+		return 1
+	}
+	log.Info("gamemodes started", "roles", cfg.Roles, "http_addr", cfg.HTTPAddr)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancelStop()
+	if err := app.Stop(stopCtx); err != nil {
+		log.Error("shutdown incomplete", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}

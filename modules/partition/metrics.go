@@ -1,0 +1,78 @@
+package partition
+
+import (
+	"github.com/gamemodes/gamemodes/modules/ingest"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the partition owners' Prometheus metrics.
+type Metrics struct {
+	events           *ingest.Metrics
+	applied          *prometheus.CounterVec
+	skipped          *prometheus.CounterVec
+	staleLeaves      prometheus.Counter
+	expiries         prometheus.Counter
+	flushes          prometheus.Counter
+	badStoredPlayers prometheus.Counter
+	pending          *prometheus.GaugeVec
+	owned            *prometheus.GaugeVec
+	players          *prometheus.GaugeVec
+	loadSeconds      prometheus.Histogram
+	restarts         prometheus.Counter
+}
+
+// NewMetrics registers the owners' metrics; accepted and rejected NATS events
+// are counted in the shared event metrics.
+func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
+	m := &Metrics{
+		events: events,
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gamemodes_events_applied_total",
+			Help: "Events applied to player states, by outcome (entered, moved, refreshed, left, stale_leave, duplicate).",
+		}, []string{"outcome"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gamemodes_events_skipped_total",
+			Help: "Valid events not applied, by reason (older_than_ttl: every effect would have expired).",
+		}, []string{"reason"}),
+		staleLeaves: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gamemodes_stale_leaves_total",
+			Help: "LEAVE events for a mode the player was not in; they change no count.",
+		}),
+		expiries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gamemodes_player_expiries_total",
+			Help: "Players removed from their mode because their state expired.",
+		}),
+		flushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gamemodes_shard_flushes_total",
+			Help: "Count-shard writes acknowledged.",
+		}),
+		badStoredPlayers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gamemodes_stored_players_unreadable_total",
+			Help: "Stored player states that could not be read at load (unknown region or mode, or corrupt); treated as absent.",
+		}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gamemodes_consumer_pending",
+			Help: "Events of a partition stored but not yet delivered to its owner.",
+		}, []string{"partition"}),
+		owned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gamemodes_partition_owned",
+			Help: "1 for each partition this process owns.",
+		}, []string{"partition"}),
+		players: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gamemodes_partition_players",
+			Help: "Player states held in memory per owned partition (counted and recently left).",
+		}, []string{"partition"}),
+		loadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gamemodes_partition_load_seconds",
+			Help:    "Time to load a partition's players when taking it over.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gamemodes_partition_restarts_total",
+			Help: "Owner restarts after an error or a lost revision check (the partition is reloaded).",
+		}),
+	}
+	reg.MustRegister(m.applied, m.skipped, m.staleLeaves, m.expiries, m.flushes, m.badStoredPlayers,
+		m.pending, m.owned, m.players, m.loadSeconds, m.restarts)
+	return m
+}
