@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/adapters/httpapi"
+	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/ingest"
 	"github.com/gamemodes/gamemodes/modules/lobby"

@@ -140,7 +140,9 @@ func PlayerSubject(p int, token string) string {
 func PartitionPlayersFilter(p int) string { return strconv.Itoa(p) + ".>" }
 
 // PartitionPlayersSubjects is the players stream subject filter of one partition.
-func PartitionPlayersSubjects(p int) string { return "$KV." + PlayersBucket + "." + strconv.Itoa(p) + ".>" }
+func PartitionPlayersSubjects(p int) string {
+	return "$KV." + PlayersBucket + "." + strconv.Itoa(p) + ".>"
+}
 
 // ParsePlayerSubject returns the user token of a players stream subject of partition p.
 func ParsePlayerSubject(subject string, p int) (string, bool) {
