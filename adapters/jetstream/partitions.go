@@ -187,7 +187,7 @@ func (s *PartitionStore) LastPlayerEntry(ctx context.Context, p int, token strin
 	if err != nil {
 		return partition.Entry{}, fmt.Errorf("last player message: %w", err)
 	}
-	e := partition.Entry{Kind: partition.EntryValue, Rev: m.Sequence}
+	e := partition.Entry{Kind: partition.EntryValue, Rev: m.Sequence, Value: m.Data}
 	switch {
 	case m.Header.Get(hdrMarkerReason) != "":
 		e.Kind = partition.EntryExpired

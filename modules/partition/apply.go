@@ -179,10 +179,13 @@ func (o *Owner) writeDone(token string, pl *player, written domain.PlayerState, 
 	}
 }
 
-// resolveConflict handles a rejected player write. If the key expired (or
-// was deleted) after our last write, the expiry happened first: expire the
-// durable state, replay the unwritten events on it and write again. Any other
-// writer means this owner lost the partition.
+// resolveConflict handles a rejected player write by re-reading the key.
+// If it expired (or was deleted) after our last write, the expiry came
+// first: expire the durable state. If another owner wrote it (a stalled
+// previous owner finishing its last events, or a new owner), adopt its value:
+// values are a deterministic function of the stream, so replaying our
+// unwritten events on it (skipping those it already has) gives the right
+// state. Counts are fenced by the shard's revision check, not here.
 func (o *Owner) resolveConflict(token string, pl *player) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -191,16 +194,26 @@ func (o *Owner) resolveConflict(token string, pl *player) {
 		o.fail(fmt.Errorf("inspect player %s after conflict: %w", token, err))
 		return
 	}
-	if e.Kind == EntryValue || (e.Kind != EntryNone && e.Rev <= pl.rev) {
-		o.fail(fmt.Errorf("player %s at revision %d, expected %d: %w", token, e.Rev, pl.rev, ErrFenced))
+	if e.Kind != EntryNone && e.Rev <= pl.rev {
+		o.fail(fmt.Errorf("player %s at revision %d, behind ours %d: %w", token, e.Rev, pl.rev, ErrFenced))
 		return
 	}
-	exp := domain.Expire(pl.durable)
-	if exp.Outcome == domain.OutcomeExpired {
-		o.metrics.expiries.Inc()
+	if e.Kind == EntryValue {
+		st, err := o.catalog.DecodePlayer(e.Value)
+		if err != nil {
+			o.log.Warn("stored player unreadable; treated as absent", "token", token, "err", err)
+		}
+		o.metrics.adopted.Inc()
+		pl.durable = st
+	} else {
+		exp := domain.Expire(pl.durable)
+		if exp.Outcome == domain.OutcomeExpired {
+			o.metrics.expiries.Inc()
+		}
+		pl.durable = exp.Next
 	}
+	pl.rev = e.Rev
 	old := pl.cur
-	pl.durable, pl.rev = exp.Next, e.Rev
 	cur := pl.durable
 	events := append(pl.inflight, pl.pending...)
 	for _, a := range events {

@@ -51,8 +51,9 @@ const (
 
 // Entry is the latest stored message of a player key.
 type Entry struct {
-	Kind EntryKind
-	Rev  uint64
+	Kind  EntryKind
+	Rev   uint64
+	Value []byte // the player value when Kind is EntryValue
 }
 
 // Store is what an owner needs of the players bucket and count shards.
