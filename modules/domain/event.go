@@ -126,8 +126,12 @@ func absent(raw json.RawMessage) bool { return len(raw) == 0 || bytes.Equal(raw,
 // timestamp becomes now. Unknown fields are ignored.
 func (c *Catalog) DecodeEvent(body []byte, now time.Time) (Event, error) {
 	var w wireEvent
-	if len(bytes.TrimSpace(body)) == 0 {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
 		return Event{}, invalid(CodeMalformedJSON, "body is empty")
+	}
+	if trimmed[0] != '{' {
+		return Event{}, invalid(CodeMalformedJSON, "body must be a JSON object")
 	}
 	if !utf8.Valid(body) {
 		return Event{}, invalid(CodeMalformedJSON, "body is not valid UTF-8")
@@ -197,6 +201,10 @@ func CheckEventID(id string) error {
 	}
 	if !utf8.ValidString(id) || hasControl(id) {
 		return invalid(CodeInvalidEventID, "event_id must be UTF-8 without control characters")
+	}
+	if strings.TrimSpace(id) != id {
+		// NATS trims header values: " x" and "x" would be one Nats-Msg-Id.
+		return invalid(CodeInvalidEventID, "event_id must not start or end with white space")
 	}
 	return nil
 }

@@ -1,0 +1,118 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/modules/ingest"
+	"github.com/gofiber/fiber/v2"
+)
+
+// Error codes the HTTP edge adds to the domain's validation codes (those,
+// such as domain.CodeInvalidRegion, are answered with status 400).
+const (
+	// CodeBodyTooLarge answers 413: the body exceeds Config.BodyLimit.
+	CodeBodyTooLarge = "body_too_large"
+	// CodeUnsupportedMediaType answers 415: the body is not declared application/json, or is encoded.
+	CodeUnsupportedMediaType = "unsupported_media_type"
+	// CodeUnavailable answers 503 with Retry-After: the events stream could not store the event.
+	CodeUnavailable = "unavailable"
+	// CodeNotFound answers 404: no such route.
+	CodeNotFound = "not_found"
+	// CodeMethodNotAllowed answers 405: the route exists for other methods.
+	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeBadRequest answers 400: the HTTP request itself could not be parsed.
+	CodeBadRequest = "bad_request"
+	// CodeRequestTimeout answers 408: the request was not read in time.
+	CodeRequestTimeout = "request_timeout"
+	// CodeHeadersTooLarge answers 431: the headers exceed the read buffer.
+	CodeHeadersTooLarge = "headers_too_large"
+	// CodeInternal answers 500: an unexpected failure, logged and not detailed.
+	CodeInternal = "internal"
+)
+
+// RetryAfterSeconds is the Retry-After value of a 503 unavailable answer.
+const RetryAfterSeconds = 1
+
+// ErrorBody is the JSON shape of every error answer.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the machine code and human message of an error answer.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// apiError is an error answer decided by a handler.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+var errBodyTooLarge = &apiError{status: fiber.StatusRequestEntityTooLarge, code: CodeBodyTooLarge, message: "request body is too large"}
+
+// handleError turns any error of a handler, of routing or of the HTTP
+// server itself (such as fasthttp's body limit) into the JSON error answer.
+func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	status, code, message := s.classify(c, err)
+	if status == fiber.StatusServiceUnavailable {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(RetryAfterSeconds))
+	}
+	return c.Status(status).JSON(ErrorBody{Error: ErrorDetail{Code: code, Message: message}})
+}
+
+func (s *Server) classify(c *fiber.Ctx, err error) (status int, code, message string) {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status, ae.code, ae.message
+	}
+	if v, ok := domain.AsValidationError(err); ok {
+		return fiber.StatusBadRequest, v.Code, v.Message
+	}
+	if errors.Is(err, ingest.ErrUnavailable) {
+		s.log.Warn("event stream unavailable", "path", c.Path(), "err", err)
+		return fiber.StatusServiceUnavailable, CodeUnavailable, "the event stream is unavailable, retry later"
+	}
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		switch fe.Code {
+		case fiber.StatusNotFound:
+			return fe.Code, CodeNotFound, "no such route"
+		case fiber.StatusMethodNotAllowed:
+			return fe.Code, CodeMethodNotAllowed, "method not allowed on this route"
+		case fiber.StatusRequestEntityTooLarge:
+			return errBodyTooLarge.status, errBodyTooLarge.code, errBodyTooLarge.message
+		case fiber.StatusUnsupportedMediaType:
+			return fe.Code, CodeUnsupportedMediaType, "unsupported media type"
+		case fiber.StatusBadRequest:
+			// Raised by the HTTP parser: its text may echo request bytes.
+			return fe.Code, CodeBadRequest, "malformed HTTP request"
+		case fiber.StatusRequestTimeout:
+			return fe.Code, CodeRequestTimeout, "request timed out"
+		case fiber.StatusRequestHeaderFieldsTooLarge:
+			return fe.Code, CodeHeadersTooLarge, "request headers are too large"
+		}
+		if fe.Code >= 400 && fe.Code < 500 {
+			return fe.Code, statusCode(fe.Code), http.StatusText(fe.Code)
+		}
+	}
+	s.log.Error("http request failed", "method", c.Method(), "path", c.Path(), "err", err)
+	return fiber.StatusInternalServerError, CodeInternal, "internal error"
+}
+
+// statusCode derives a snake_case code from a status text.
+func statusCode(status int) string {
+	text := http.StatusText(status)
+	if text == "" {
+		return "http_" + strconv.Itoa(status)
+	}
+	return strings.ReplaceAll(strings.ToLower(strings.ReplaceAll(text, "'", "")), " ", "_")
+}

@@ -1,0 +1,49 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/fx"
+)
+
+// Params are the fx inputs of the HTTP edge. EventSubmitter and LobbyLists
+// are required; provide them as these interfaces, for example with
+// fx.Annotate(svc, fx.As(new(httpapi.EventSubmitter))). Config, Readiness,
+// the prometheus.Gatherer and the *slog.Logger are optional.
+type Params struct {
+	fx.In
+
+	Config    Config `optional:"true"`
+	Events    EventSubmitter
+	Lobby     LobbyLists
+	Readiness Readiness           `optional:"true"`
+	Gatherer  prometheus.Gatherer `optional:"true"`
+	Logger    *slog.Logger        `optional:"true"`
+	Lifecycle fx.Lifecycle
+}
+
+// NewWithLifecycle builds the Server from fx params and ties it to the fx
+// lifecycle: it listens on Config.Addr at start (returning at once, or with
+// the bind error) and shuts down gracefully at stop.
+func NewWithLifecycle(p Params) *Server {
+	s := New(p.Config, Deps{
+		Events:    p.Events,
+		Lobby:     p.Lobby,
+		Readiness: p.Readiness,
+		Gatherer:  p.Gatherer,
+		Logger:    p.Logger,
+	})
+	p.Lifecycle.Append(fx.Hook{
+		OnStart: func(context.Context) error { return s.Listen(s.cfg.Addr) },
+		OnStop:  s.Shutdown,
+	})
+	return s
+}
+
+// Module provides the HTTP edge *Server and starts it with the application.
+var Module = fx.Module("httpapi",
+	fx.Provide(NewWithLifecycle),
+	fx.Invoke(func(*Server) {}),
+)
