@@ -30,7 +30,7 @@ var testRegions = []string{"US", "EU", "BR"}
 
 // stack is one gamemodes worker plus a lobby view on a real embedded server.
 type stack struct {
-	t       *testing.T
+	t       testing.TB
 	url     string
 	js      jetstream.JetStream
 	catalog *domain.Catalog
@@ -41,7 +41,7 @@ type stack struct {
 	store   *jsadapter.PartitionStore
 }
 
-func newStack(t *testing.T, url string, ttl time.Duration, partitions int) *stack {
+func newStack(t testing.TB, url string, ttl time.Duration, partitions int) *stack {
 	t.Helper()
 	_, js := natstest.Connect(t, url)
 	js, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncMaxPending(65536))
@@ -312,7 +312,7 @@ func sumRejected(m *ingest.Metrics) float64 {
 	return total
 }
 
-func waitFor(t *testing.T, within time.Duration, cond func() bool, what string) {
+func waitFor(t testing.TB, within time.Duration, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
@@ -479,12 +479,12 @@ func TestStalledOwnerIsFencedAndWritesNothing(t *testing.T) {
 	}
 }
 
-func shardOwner(t *testing.T, js jetstream.JetStream, p int) string {
+func shardOwner(t testing.TB, js jetstream.JetStream, p int) string {
 	t.Helper()
 	return shardOf(t, js, p).Owner
 }
 
-func shardOf(t *testing.T, js jetstream.JetStream, p int) domain.Shard {
+func shardOf(t testing.TB, js jetstream.JetStream, p int) domain.Shard {
 	t.Helper()
 	kv, err := js.KeyValue(context.Background(), topology.CountsBucket)
 	if err != nil {
