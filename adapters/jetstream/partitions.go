@@ -12,11 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Header names of the KV and TTL machinery.
-const (
-	hdrMarkerReason = "Nats-Marker-Reason"
-	hdrKVOperation  = "KV-Operation"
-)
+// hdrMarkerReason is set on the server's expiry markers.
+const hdrMarkerReason = "Nats-Marker-Reason"
 
 // PartitionStore implements partition.Store on the players bucket and the
 // count-shards bucket, with pipelined revision-checked writes.
@@ -123,7 +120,7 @@ loop:
 			if e == nil {
 				break loop
 			}
-			snap.Players = append(snap.Players, partition.StoredPlayer{Token: e.Key()[prefix:], Rev: e.Revision(), Value: e.Value()})
+			snap.Players = append(snap.Players, partition.StoredPlayer{Token: e.Key()[prefix:], Rev: e.Revision(), Value: e.Value(), Written: e.Created()})
 		case <-ctx.Done():
 			return partition.Snapshot{}, fmt.Errorf("watch players: %w", ctx.Err())
 		}
@@ -155,18 +152,30 @@ func (s *PartitionStore) lastRev(ctx context.Context, subject string) (uint64, e
 	return m.Sequence, nil
 }
 
-// WritePlayer publishes a player value expecting revision expectRev.
-func (s *PartitionStore) WritePlayer(p int, token string, value []byte, expectRev uint64, done func(uint64, error)) {
-	s.publish(s.playerAcks, topology.PlayerSubject(p, token), value, expectRev, done)
+// Claim writes partition p's fence (never expiring) and returns its revision.
+func (s *PartitionStore) Claim(ctx context.Context, p int, ownerID string) (uint64, error) {
+	msg := &nats.Msg{Subject: topology.FenceSubject(p), Data: []byte(ownerID), Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgTTLHeader, "never")
+	ack, err := s.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return 0, fmt.Errorf("write fence: %w", err)
+	}
+	return ack.Sequence, nil
+}
+
+// WritePlayer publishes a player value on condition that partition p's fence
+// is still at revision fence.
+func (s *PartitionStore) WritePlayer(p int, token string, value []byte, fence uint64, done func(uint64, error)) {
+	s.publish(s.playerAcks, topology.PlayerSubject(p, token), value, jetstream.WithExpectLastSequenceForSubject(fence, topology.FenceSubject(p)), done)
 }
 
 // WriteShard publishes a count shard expecting revision expectRev.
 func (s *PartitionStore) WriteShard(p int, value []byte, expectRev uint64, done func(uint64, error)) {
-	s.publish(s.shardAcks, "$KV."+topology.CountsBucket+"."+topology.ShardKey(p), value, expectRev, done)
+	s.publish(s.shardAcks, "$KV."+topology.CountsBucket+"."+topology.ShardKey(p), value, jetstream.WithExpectLastSequencePerSubject(expectRev), done)
 }
 
-func (s *PartitionStore) publish(acks chan pendingAck, subject string, value []byte, expectRev uint64, done func(uint64, error)) {
-	fut, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: value}, jetstream.WithExpectLastSequencePerSubject(expectRev))
+func (s *PartitionStore) publish(acks chan pendingAck, subject string, value []byte, expect jetstream.PublishOpt, done func(uint64, error)) {
+	fut, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: value}, expect)
 	if err != nil {
 		done(0, fmt.Errorf("publish %s: %w", subject, err))
 		return
@@ -176,25 +185,6 @@ func (s *PartitionStore) publish(acks chan pendingAck, subject string, value []b
 	case <-s.stop:
 		done(0, fmt.Errorf("publish %s: store closed", subject))
 	}
-}
-
-// LastPlayerEntry classifies the latest stored message of a player key.
-func (s *PartitionStore) LastPlayerEntry(ctx context.Context, p int, token string) (partition.Entry, error) {
-	m, err := s.pstream.GetLastMsgForSubject(ctx, topology.PlayerSubject(p, token))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return partition.Entry{Kind: partition.EntryNone}, nil
-	}
-	if err != nil {
-		return partition.Entry{}, fmt.Errorf("last player message: %w", err)
-	}
-	e := partition.Entry{Kind: partition.EntryValue, Rev: m.Sequence, Value: m.Data}
-	switch {
-	case m.Header.Get(hdrMarkerReason) != "":
-		e.Kind = partition.EntryExpired
-	case m.Header.Get(hdrKVOperation) != "":
-		e.Kind = partition.EntryDeleted
-	}
-	return e, nil
 }
 
 // PartitionFeed implements partition.Feed with ordered consumers.

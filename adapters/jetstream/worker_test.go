@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -418,6 +419,39 @@ func TestRestartAndReplayKeepCountsExact(t *testing.T) {
 	s2.waitCounts(truth.counts(), 10*time.Second)
 }
 
+// recordingStore records the revisions of the writes that landed for one owner.
+type recordingStore struct {
+	partition.Store
+	mu        sync.Mutex
+	maxPlayer uint64 // highest players-stream revision of a landed player write
+	maxShard  uint64 // highest counts-stream revision of a landed shard write
+}
+
+func (r *recordingStore) record(into *uint64, done func(uint64, error)) func(uint64, error) {
+	return func(rev uint64, err error) {
+		if err == nil {
+			r.mu.Lock()
+			*into = max(*into, rev)
+			r.mu.Unlock()
+		}
+		done(rev, err)
+	}
+}
+
+func (r *recordingStore) WritePlayer(p int, token string, value []byte, fence uint64, done func(uint64, error)) {
+	r.Store.WritePlayer(p, token, value, fence, r.record(&r.maxPlayer, done))
+}
+
+func (r *recordingStore) WriteShard(p int, value []byte, rev uint64, done func(uint64, error)) {
+	r.Store.WriteShard(p, value, rev, r.record(&r.maxShard, done))
+}
+
+func (r *recordingStore) landed() (player, shard uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.maxPlayer, r.maxShard
+}
+
 func TestStalledOwnerIsFencedAndWritesNothing(t *testing.T) {
 	ns := natstest.RunServer(t)
 	s := newStack(t, ns.ClientURL(), time.Hour, 1)
@@ -430,15 +464,16 @@ func TestStalledOwnerIsFencedAndWritesNothing(t *testing.T) {
 	}
 	ctxA, cancelA := context.WithCancel(context.Background())
 	defer cancelA()
-	a := partition.NewOwner(0, s.ownerConfig("A"), s.catalog, s.store, feed, s.metrics, quietLog())
+	storeA := &recordingStore{Store: s.store}
+	a := partition.NewOwner(0, s.ownerConfig("A"), s.catalog, storeA, feed, s.metrics, quietLog())
 	errA := make(chan error, 1)
 	go func() { errA <- a.Run(ctxA) }()
 	s.waitCounts(truth.counts(), 10*time.Second)
 	// A is idle once its shard records every event as applied.
 	waitFor(t, 5*time.Second, func() bool { return shardOf(t, s.js, 0).AppliedSeq == 50 }, "A's last flush")
 
-	// B takes the partition over while A is still running (A stalled, its
-	// lease lost): B's claim bumps the shard revision.
+	// B takes the partition over while A is still running (A stalled past
+	// its lease): B's claim moves the partition's fence.
 	ctxB, cancelB := context.WithCancel(context.Background())
 	b := partition.NewOwner(0, s.ownerConfig("B"), s.catalog, s.store, feed, s.metrics, quietLog())
 	errB := make(chan error, 1)
@@ -451,10 +486,26 @@ func TestStalledOwnerIsFencedAndWritesNothing(t *testing.T) {
 		}
 		return shardOwner(t, s.js, 0) == "B"
 	}, "B's claim")
+	pstream, err := s.js.Stream(context.Background(), topology.PlayersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fenceMsg, err := pstream.GetLastMsgForSubject(context.Background(), topology.FenceSubject(0))
+	if err != nil || string(fenceMsg.Data) != "B" {
+		t.Fatalf("fence after B's claim: %v %v", fenceMsg, err)
+	}
+	countsStream, err := s.js.Stream(context.Background(), "KV_"+topology.CountsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimMsg, err := countsStream.GetLastMsgForSubject(context.Background(), "$KV."+topology.CountsBucket+"."+topology.ShardKey(0))
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	// A wakes up and applies new events: its first shard write is rejected.
+	// A wakes up and applies new events: every write it tries is rejected.
 	for i := 50; i < 80; i++ {
-		e := event{User: userName(i), Type: domain.EventLeave, Region: "US", Mode: 1}
+		e := event{User: userName(i - 50), Type: domain.EventLeave, Region: "US", Mode: 1}
 		if i%2 == 0 {
 			e = event{User: userName(i - 50), Type: domain.EventEnter, Region: "EU", Mode: 2}
 		}
@@ -470,6 +521,10 @@ func TestStalledOwnerIsFencedAndWritesNothing(t *testing.T) {
 		t.Fatal("stalled owner was not fenced")
 	}
 	s.waitCounts(truth.counts(), 10*time.Second)
+	if player, shard := storeA.landed(); player > fenceMsg.Sequence || shard >= claimMsg.Sequence {
+		t.Fatalf("a write of the fenced owner landed: player revision %d after fence %d, or shard revision %d at or after B's claim %d",
+			player, fenceMsg.Sequence, shard, claimMsg.Sequence)
+	}
 	if got := shardOwner(t, s.js, 0); got != "B" {
 		t.Fatalf("shard written by %q after fencing", got)
 	}

@@ -35,9 +35,6 @@ type Message struct {
 	MsgID string
 	// Data is the payload: the event JSON of the contract.
 	Data []byte
-	// Pending is how many messages the consumer had left after this one when
-	// it was delivered (0 if unknown).
-	Pending uint64
 	// Ref is the Source's handle of the message, passed back to AckThrough.
 	Ref any
 }

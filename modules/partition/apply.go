@@ -16,7 +16,7 @@ func (o *Owner) loop(ctx context.Context) error {
 	var drainDeadline <-chan time.Time
 	for {
 		events := o.events
-		if stopping || o.inflight >= o.cfg.MaxInflight {
+		if stopping || len(o.writeSeqs) >= o.cfg.MaxInflight {
 			events = nil
 		}
 		ctxDone := ctx.Done()
@@ -28,18 +28,18 @@ func (o *Owner) loop(ctx context.Context) error {
 			stopping = true
 			drainDeadline = time.After(o.cfg.DrainTimeout)
 		case <-drainDeadline:
-			return fmt.Errorf("partition %d: drain timed out with %d writes in flight", o.p, o.inflight)
+			return fmt.Errorf("partition %d: drain timed out with %d writes in flight", o.p, len(o.writeSeqs))
 		case m := <-events:
 			o.handleEvent(m)
 			// Take what is already queued before flushing: natural batching.
-			for i := 0; i < 256 && o.inflight < o.cfg.MaxInflight; i++ {
+		batch:
+			for i := 0; i < 256 && len(o.writeSeqs) < o.cfg.MaxInflight; i++ {
 				select {
 				case m = <-o.events:
 					o.handleEvent(m)
-					continue
 				default:
+					break batch
 				}
-				break
 			}
 		case f := <-o.inbox:
 			f()
@@ -50,32 +50,26 @@ func (o *Owner) loop(ctx context.Context) error {
 			return o.err
 		}
 		o.flush()
-		if o.err != nil {
-			return o.err
-		}
-		if stopping && o.inflight == 0 && !o.shardWriting && !o.needsFlush() {
+		if stopping && len(o.writeSeqs) == 0 && !o.shardWriting && !o.needsFlush() {
 			o.log.Info("partition released", "applied_seq", o.flushedSeq)
 			return nil
 		}
 	}
 }
 
-// watermark is the highest sequence up to which every event's write is acknowledged.
+// watermark is the highest sequence up to which every event's player write
+// is acknowledged.
 func (o *Owner) watermark() uint64 {
-	for len(o.marks) > 0 && o.marks[0].done {
-		o.marks[0] = nil
-		o.marks = o.marks[1:]
-	}
-	if len(o.marks) == 0 {
+	if len(o.writeSeqs) == 0 {
 		return o.lastSeq
 	}
-	return o.marks[0].seq - 1
+	return o.writeSeqs[0] - 1
 }
 
 func (o *Owner) handleEvent(m EventMsg) {
 	o.metrics.pending.WithLabelValues(o.label()).Set(float64(m.Pending))
 	if m.Seq <= o.lastSeq {
-		return // redelivered by a consumer reset
+		return // delivered again by a consumer reset
 	}
 	o.lastSeq = m.Seq
 	ev, slot, err := o.decode(m)
@@ -87,7 +81,8 @@ func (o *Owner) handleEvent(m EventMsg) {
 	if !m.FromEdge {
 		o.metrics.events.Accepted.WithLabelValues("nats").Inc()
 	}
-	if age := o.now().Sub(m.Time); age > o.cfg.PlayerTTL {
+	now := o.now()
+	if now.Sub(m.Time) > o.cfg.PlayerTTL {
 		// Every effect of this event would have expired by now.
 		o.metrics.skipped.WithLabelValues("older_than_ttl").Inc()
 		return
@@ -98,26 +93,31 @@ func (o *Owner) handleEvent(m EventMsg) {
 		pl = &player{}
 		o.players[token] = pl
 	}
-	t := domain.Apply(pl.cur, ev.Type, slot, m.Seq)
-	o.metrics.applied.WithLabelValues(t.Outcome.String()).Inc()
-	if t.Outcome == domain.OutcomeDuplicate {
+	if m.Seq <= pl.st.LastSeq {
+		o.metrics.applied.WithLabelValues(domain.OutcomeDuplicate.String()).Inc()
 		return
 	}
+	if pl.writes == 0 && pl.sentAt != 0 && now.UnixNano()-pl.sentAt >= int64(o.cfg.PlayerTTL-o.expiryMargin()) {
+		// The stored state has expired (or is about to): the expiry comes
+		// before this event, whether or not its marker has arrived.
+		o.expire(pl)
+	}
+	t := domain.Apply(pl.st, ev.Type, slot, m.Seq)
+	o.metrics.applied.WithLabelValues(t.Outcome.String()).Inc()
 	if t.Outcome == domain.OutcomeStaleLeave {
 		o.metrics.staleLeaves.Inc()
 	}
 	o.counts.Apply(t)
 	o.shardDirty = o.shardDirty || t.HasAdd || t.HasRemove
-	pl.cur = t.Next
-	mk := &mark{seq: m.Seq}
-	o.marks = append(o.marks, mk)
-	a := applied{typ: ev.Type, slot: slot, seq: m.Seq, mark: mk}
-	if pl.writing {
-		pl.pending = append(pl.pending, a)
-		return
-	}
-	pl.inflight = append(pl.inflight[:0], a)
-	o.write(token, pl)
+	pl.st = t.Next
+	o.write(token, pl, m.Seq, now)
+}
+
+// expiryMargin is how much earlier than the TTL the owner treats a player
+// as expired when an event arrives, covering clock differences with the
+// server: min(1s, TTL/10).
+func (o *Owner) expiryMargin() time.Duration {
+	return min(time.Second, o.cfg.PlayerTTL/10)
 }
 
 // decode validates a stored event against the contract and the partitioning.
@@ -147,116 +147,54 @@ func reasonOf(err error) string {
 	return "invalid"
 }
 
-// write sends the player's current state, expecting its durable revision.
-func (o *Owner) write(token string, pl *player) {
-	pl.writing = true
-	o.inflight++
-	written := pl.cur
-	o.store.WritePlayer(o.p, token, o.catalog.EncodePlayer(written), pl.rev, func(rev uint64, err error) {
-		o.post(func() { o.writeDone(token, pl, written, rev, err) })
+// write sends the player's state, fenced by this owner's claim. Writes are
+// pipelined; the store acknowledges them in order.
+func (o *Owner) write(token string, pl *player, seq uint64, now time.Time) {
+	pl.writes++
+	pl.sentAt = now.UnixNano()
+	o.writeSeqs = append(o.writeSeqs, seq)
+	o.store.WritePlayer(o.p, token, o.catalog.EncodePlayer(pl.st), o.fence, func(rev uint64, err error) {
+		o.post(func() { o.writeDone(pl, seq, rev, err) })
 	})
 }
 
-func (o *Owner) writeDone(token string, pl *player, written domain.PlayerState, rev uint64, err error) {
-	o.inflight--
-	pl.writing = false
+func (o *Owner) writeDone(pl *player, seq, rev uint64, err error) {
+	pl.writes--
 	if err != nil {
 		if errors.Is(err, ErrConflict) {
-			o.resolveConflict(token, pl)
-			return
+			err = ErrFenced
 		}
-		o.fail(fmt.Errorf("write player %s: %w", token, err))
+		o.fail(fmt.Errorf("write player: %w", err))
 		return
 	}
-	pl.durable, pl.rev = written, rev
-	for _, a := range pl.inflight {
-		a.mark.done = true
+	if len(o.writeSeqs) == 0 || o.writeSeqs[0] != seq {
+		o.fail(fmt.Errorf("player write for event %d acknowledged out of order", seq))
+		return
 	}
-	pl.inflight = pl.inflight[:0]
-	if len(pl.pending) > 0 {
-		pl.inflight, pl.pending = pl.pending, pl.inflight
-		o.write(token, pl)
-	}
+	o.writeSeqs = o.writeSeqs[1:]
+	pl.writeRev = max(pl.writeRev, rev)
 }
 
-// resolveConflict handles a rejected player write by re-reading the key.
-// If it expired (or was deleted) after our last write, the expiry came
-// first: expire the durable state. If another owner wrote it (a stalled
-// previous owner finishing its last events, or a new owner), adopt its value:
-// values are a deterministic function of the stream, so replaying our
-// unwritten events on it (skipping those it already has) gives the right
-// state. Counts are fenced by the shard's revision check, not here.
-func (o *Owner) resolveConflict(token string, pl *player) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	e, err := o.store.LastPlayerEntry(ctx, o.p, token)
-	if err != nil {
-		o.fail(fmt.Errorf("inspect player %s after conflict: %w", token, err))
-		return
+// expire removes a player from their mode.
+func (o *Owner) expire(pl *player) {
+	t := domain.Expire(pl.st)
+	if t.Outcome == domain.OutcomeExpired {
+		o.counts.Apply(t)
+		o.metrics.expiries.Inc()
+		o.shardDirty = true
 	}
-	if e.Kind != EntryNone && e.Rev <= pl.rev {
-		o.fail(fmt.Errorf("player %s at revision %d, behind ours %d: %w", token, e.Rev, pl.rev, ErrFenced))
-		return
-	}
-	if e.Kind == EntryValue {
-		st, err := o.catalog.DecodePlayer(e.Value)
-		if err != nil {
-			o.log.Warn("stored player unreadable; treated as absent", "token", token, "err", err)
-		}
-		o.metrics.adopted.Inc()
-		pl.durable = st
-	} else {
-		exp := domain.Expire(pl.durable)
-		if exp.Outcome == domain.OutcomeExpired {
-			o.metrics.expiries.Inc()
-		}
-		pl.durable = exp.Next
-	}
-	pl.rev = e.Rev
-	old := pl.cur
-	cur := pl.durable
-	events := append(pl.inflight, pl.pending...)
-	for _, a := range events {
-		cur = domain.Apply(cur, a.typ, a.slot, a.seq).Next
-	}
-	o.moveCount(old, cur)
-	pl.cur = cur
-	pl.inflight, pl.pending = events, nil
-	o.write(token, pl)
-}
-
-// moveCount replaces a player's contribution to the counts.
-func (o *Owner) moveCount(from, to domain.PlayerState) {
-	if from.Present == to.Present && from.Slot == to.Slot {
-		return
-	}
-	if from.Present {
-		o.counts.Add(from.Slot, -1)
-	}
-	if to.Present {
-		o.counts.Add(to.Slot, 1)
-	}
-	o.shardDirty = true
+	pl.st = t.Next
 }
 
 // handleExpiry applies an expiry marker of a player key.
 func (o *Owner) handleExpiry(x Expiry) {
 	pl := o.players[x.Token]
-	if pl == nil || x.Seq <= pl.rev {
-		return // unknown player or a marker older than our last write
-	}
-	if pl.writing {
-		// The write in flight either landed after this marker (the marker
-		// is then stale) or fails its revision check (resolveConflict
-		// expires the player then).
+	if pl == nil || pl.writes > 0 || x.Seq <= pl.writeRev {
+		// Unknown player, or a write of ours lands (or landed) after the
+		// marker: the key is alive again.
 		return
 	}
-	t := domain.Expire(pl.cur)
-	o.counts.Apply(t)
-	if t.Outcome == domain.OutcomeExpired {
-		o.metrics.expiries.Inc()
-		o.shardDirty = true
-	}
+	o.expire(pl)
 	delete(o.players, x.Token)
 }
 
@@ -300,7 +238,3 @@ func (o *Owner) fail(err error) {
 		o.err = err
 	}
 }
-
-// Counts returns a copy of the owner's current counts; for tests, from the
-// owner's goroutine only after Run returned.
-func (o *Owner) Counts() domain.Counts { return o.counts.Clone() }

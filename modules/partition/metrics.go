@@ -19,7 +19,6 @@ type Metrics struct {
 	players          *prometheus.GaugeVec
 	loadSeconds      prometheus.Histogram
 	restarts         prometheus.Counter
-	adopted          prometheus.Counter
 }
 
 // ExpiriesCounter is the counter of players expired out of their mode.
@@ -71,16 +70,12 @@ func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
 			Help:    "Time to load a partition's players when taking it over.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
-		adopted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gamemodes_player_conflicts_adopted_total",
-			Help: "Player writes rejected because another owner wrote the key first; its value was adopted and our events replayed on it.",
-		}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gamemodes_partition_restarts_total",
 			Help: "Owner restarts after an error or a lost revision check (the partition is reloaded).",
 		}),
 	}
 	reg.MustRegister(m.applied, m.skipped, m.staleLeaves, m.expiries, m.flushes, m.badStoredPlayers,
-		m.pending, m.owned, m.players, m.loadSeconds, m.restarts, m.adopted)
+		m.pending, m.owned, m.players, m.loadSeconds, m.restarts)
 	return m
 }

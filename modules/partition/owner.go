@@ -9,22 +9,26 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
 )
 
-// ErrConflict is wrapped by Store writes whose expected revision was stale.
+// ErrConflict is wrapped by Store writes whose expected revision or fence was stale.
 var ErrConflict = errors.New("revision conflict")
 
-// ErrFenced means another owner wrote this partition: this owner lost it.
-var ErrFenced = errors.New("partition fenced: another owner wrote")
+// ErrFenced means another owner claimed this partition: this owner lost it.
+var ErrFenced = errors.New("partition fenced: another owner claimed it")
 
 // StoredPlayer is one player key as loaded.
 type StoredPlayer struct {
 	Token string
+	// Rev is the key's revision (its sequence in the players stream).
 	Rev   uint64
 	Value []byte
+	// Written is when the key was last written (the server's time).
+	Written time.Time
 }
 
 // Snapshot is a partition's stored state at load time.
@@ -38,31 +42,18 @@ type Snapshot struct {
 	PlayersSeq uint64
 }
 
-// EntryKind classifies the latest stored message of a player key.
-type EntryKind uint8
-
-// Kinds of LastPlayerEntry.
-const (
-	EntryNone    EntryKind = iota // no message at all: expect revision 0
-	EntryValue                    // a player value
-	EntryExpired                  // an expiry marker
-	EntryDeleted                  // a delete or purge
-)
-
-// Entry is the latest stored message of a player key.
-type Entry struct {
-	Kind  EntryKind
-	Rev   uint64
-	Value []byte // the player value when Kind is EntryValue
-}
-
 // Store is what an owner needs of the players bucket and count shards.
-// Write callbacks may run on any goroutine, once each, in write order per key.
+//
+// Claim writes the partition's fence and returns its revision. Every player
+// write carries that revision as a precondition, so once another owner has
+// claimed the partition no write of this one can land. The count shard is
+// fenced by its own revision. Write callbacks may run on any goroutine, once
+// each, in the order of the writes.
 type Store interface {
+	Claim(ctx context.Context, p int, ownerID string) (fence uint64, err error)
 	LoadPartition(ctx context.Context, p int) (Snapshot, error)
-	WritePlayer(p int, token string, value []byte, expectRev uint64, done func(rev uint64, err error))
+	WritePlayer(p int, token string, value []byte, fence uint64, done func(rev uint64, err error))
 	WriteShard(p int, value []byte, expectRev uint64, done func(rev uint64, err error))
-	LastPlayerEntry(ctx context.Context, p int, token string) (Entry, error)
 }
 
 // EventMsg is one stored event of a partition.
@@ -102,25 +93,11 @@ type OwnerConfig struct {
 	DrainTimeout time.Duration
 }
 
-type applied struct {
-	typ  domain.EventType
-	slot domain.Slot
-	seq  uint64
-	mark *mark
-}
-
-type mark struct {
-	seq  uint64
-	done bool
-}
-
 type player struct {
-	durable  domain.PlayerState // as last acknowledged by the store
-	rev      uint64             // store revision of durable; 0 = no message
-	cur      domain.PlayerState // durable plus inflight and pending events
-	writing  bool
-	inflight []applied // events covered by the write in flight
-	pending  []applied // events applied after it was sent
+	st       domain.PlayerState
+	writes   uint32 // player writes in flight
+	writeRev uint64 // revision of the last acknowledged write (or as loaded)
+	sentAt   int64  // unix nanos when the latest write was sent (or the stored write time)
 }
 
 // Owner owns one partition for the duration of Run.
@@ -134,17 +111,18 @@ type Owner struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	players  map[string]*player
-	counts   domain.Counts
-	marks    []*mark // unacknowledged event writes in stream order
-	lastSeq  uint64  // last event sequence handled
-	inflight int
+	fence   uint64
+	players map[string]*player
+	counts  domain.Counts
+	// writeSeqs are the event sequences of the player writes in flight, in
+	// send order; the store acknowledges them in that order.
+	writeSeqs []uint64
+	lastSeq   uint64 // last event sequence handled
 
 	shardRev      uint64
 	shardWriting  bool
 	shardDirty    bool
 	flushedSeq    uint64 // applied sequence in the last acknowledged shard
-	shardSentSeq  uint64
 	loadedApplied uint64
 	expirySeq     uint64
 
@@ -181,12 +159,20 @@ func (o *Owner) post(f func()) {
 	}
 }
 
-// Run loads the partition and applies its events until ctx ends (then it
-// finishes in-flight writes and flushes the shard) or ownership is lost or
-// a store error happens (then it returns the error; the caller reloads).
+// Run claims and loads the partition and applies its events until ctx ends
+// (then it finishes in-flight writes and flushes the shard), ownership is
+// lost (ErrFenced) or a store error happens; the caller may then run a new
+// Owner, which reloads.
 func (o *Owner) Run(ctx context.Context) error {
 	defer close(o.done)
 	started := o.now()
+	fence, err := o.store.Claim(ctx, o.p, o.cfg.OwnerID)
+	if err != nil {
+		return fmt.Errorf("claim partition %d: %w", o.p, err)
+	}
+	o.fence = fence
+	// Loading after the claim sees every write a previous owner made: none
+	// of its writes can land after the fence.
 	if err := o.load(ctx); err != nil {
 		return err
 	}
@@ -195,8 +181,8 @@ func (o *Owner) Run(ctx context.Context) error {
 	defer o.metrics.owned.WithLabelValues(o.label()).Set(0)
 	o.metrics.players.WithLabelValues(o.label()).Set(float64(len(o.players)))
 
-	// Claim: write the recomputed shard first, so a previous owner's next
-	// shard write fails its revision check.
+	// Write the recomputed shard at once: counts are exact from here, and a
+	// previous owner's next shard write fails its revision check.
 	o.shardDirty = true
 	o.flush()
 
@@ -225,7 +211,7 @@ func (o *Owner) Run(ctx context.Context) error {
 	return o.loop(ctx)
 }
 
-func (o *Owner) label() string { return fmt.Sprint(o.p) }
+func (o *Owner) label() string { return strconv.Itoa(o.p) }
 
 func (o *Owner) load(ctx context.Context) error {
 	snap, err := o.store.LoadPartition(ctx, o.p)
@@ -242,7 +228,7 @@ func (o *Owner) load(ctx context.Context) error {
 				o.log.Warn("stored player unreadable; treated as absent", "token", sp.Token, "err", err)
 			}
 		}
-		o.players[sp.Token] = &player{durable: st, cur: st, rev: sp.Rev}
+		o.players[sp.Token] = &player{st: st, writeRev: sp.Rev, sentAt: sp.Written.UnixNano()}
 		if st.Present {
 			o.counts.Add(st.Slot, 1)
 		}
@@ -258,6 +244,6 @@ func (o *Owner) load(ctx context.Context) error {
 	o.lastSeq = o.loadedApplied
 	o.flushedSeq = o.loadedApplied
 	o.expirySeq = snap.PlayersSeq
-	o.log.Info("partition loaded", "players", len(o.players), "applied_seq", o.loadedApplied)
+	o.log.Info("partition loaded", "players", len(o.players), "applied_seq", o.loadedApplied, "fence", o.fence)
 	return nil
 }

@@ -136,6 +136,11 @@ func PlayerSubject(p int, token string) string {
 	return "$KV." + PlayersBucket + "." + strconv.Itoa(p) + "." + token
 }
 
+// FenceSubject is the players stream subject holding partition p's fence:
+// the current owner's claim. It is outside every partition's key space (keys
+// start with the partition number) and never expires.
+func FenceSubject(p int) string { return "$KV." + PlayersBucket + "._fence." + strconv.Itoa(p) }
+
 // PartitionPlayersFilter is the key filter of one partition's players.
 func PartitionPlayersFilter(p int) string { return strconv.Itoa(p) + ".>" }
 

@@ -1,0 +1,166 @@
+package domain
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"sort"
+	"testing"
+)
+
+func TestRank(t *testing.T) {
+	c := MustCatalog([]string{"US"}, []int{1, 2, 3, 5, 8, 13})
+	tests := []struct {
+		name    string
+		perMode []int64
+		want    []ModeCount
+	}{
+		{"count desc then mode asc, zeros omitted", []int64{5, 0, 7, 5, 0, 1},
+			[]ModeCount{{3, 7}, {1, 5}, {5, 5}, {13, 1}}},
+		{"all tied", []int64{2, 2, 2, 2, 2, 2},
+			[]ModeCount{{1, 2}, {2, 2}, {3, 2}, {5, 2}, {8, 2}, {13, 2}}},
+		{"ascending input", []int64{1, 2, 3, 4, 5, 6},
+			[]ModeCount{{13, 6}, {8, 5}, {5, 4}, {3, 3}, {2, 2}, {1, 1}}},
+		{"negative omitted", []int64{-1, 0, 3, 0, 0, 0}, []ModeCount{{3, 3}}},
+		{"large", []int64{1 << 40, 1<<40 + 1, 0, 0, 0, 0}, []ModeCount{{2, 1<<40 + 1}, {1, 1 << 40}}},
+		{"all zero", []int64{0, 0, 0, 0, 0, 0}, []ModeCount{}},
+	}
+	for _, tt := range tests {
+		got := c.Rank(tt.perMode)
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: Rank(%v) = %v, want %v", tt.name, tt.perMode, got, tt.want)
+		}
+	}
+	// An empty lobby list is a JSON array, never null.
+	b, _ := json.Marshal(c.Rank(make([]int64, 6)))
+	if string(b) != "[]" {
+		t.Errorf("empty Rank marshals as %s, want []", b)
+	}
+	b, _ = json.Marshal(c.Rank([]int64{0, 2000, 0, 0, 0, 1000}))
+	if want := `[{"game_mode":2,"player_count":2000},{"game_mode":13,"player_count":1000}]`; string(b) != want {
+		t.Errorf("Rank JSON %s, want %s", b, want)
+	}
+}
+
+func TestRankProperty(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	modes := make([]int, 0, 30)
+	for m := range 30 {
+		modes = append(modes, m*3+r.IntN(3))
+	}
+	c := MustCatalog([]string{"US"}, modes)
+	for i := 0; i < 2000; i++ {
+		per := make([]int64, c.NumModes())
+		for j := range per {
+			per[j] = r.Int64N(5) - 1 // many ties, zeros and negatives
+		}
+		var want []ModeCount
+		for j, n := range per {
+			if n > 0 {
+				want = append(want, ModeCount{c.GameMode(j), n})
+			}
+		}
+		sort.SliceStable(want, func(a, b int) bool { return want[a].PlayerCount > want[b].PlayerCount })
+		got := c.Rank(per)
+		if len(got) != len(want) || (len(want) > 0 && !slices.Equal(got, want)) {
+			t.Fatalf("Rank(%v) = %v, want %v", per, got, want)
+		}
+	}
+}
+
+func randomCounts(r *rand.Rand, c *Catalog, fill float64) Counts {
+	counts := NewCounts(c)
+	for reg := 0; reg < c.NumRegions(); reg++ {
+		for m := 0; m < c.NumModes(); m++ {
+			if r.Float64() < fill {
+				counts.Add(Slot{uint16(reg), uint16(m)}, 1+r.Int64N(1_000_000))
+			}
+		}
+	}
+	return counts
+}
+
+func TestShardRoundTrip(t *testing.T) {
+	c := DefaultCatalog()
+	r := rand.New(rand.NewPCG(9, 10))
+	for i := 0; i < 300; i++ {
+		counts := randomCounts(r, c, []float64{0, 0.1, 0.5, 1}[i%4])
+		part, seq := r.IntN(32), r.Uint64()
+		s := c.ShardFromCounts(part, "worker-1", seq, counts)
+		if s.Partition != part || s.Owner != "worker-1" || s.AppliedSeq != seq {
+			t.Fatalf("shard header %+v", s)
+		}
+		// Zero counts are omitted; regions without players too.
+		for region, byMode := range s.Counts {
+			if len(byMode) == 0 {
+				t.Fatalf("region %s present without counts", region)
+			}
+			for mode, n := range byMode {
+				if n == 0 {
+					t.Fatalf("zero count stored for %s/%s", region, mode)
+				}
+			}
+		}
+		b := MarshalShard(s)
+		back, err := UnmarshalShard(b)
+		if err != nil {
+			t.Fatalf("UnmarshalShard(%s): %v", b, err)
+		}
+		if !reflect.DeepEqual(back, s) {
+			t.Fatalf("shard round trip\n got %+v\nwant %+v", back, s)
+		}
+		got, dropped := c.CountsOf(back)
+		if dropped != 0 || !got.Equal(counts) {
+			t.Fatalf("CountsOf round trip: dropped %d, equal %v", dropped, got.Equal(counts))
+		}
+	}
+}
+
+func TestShardFromCountsExact(t *testing.T) {
+	c := MustCatalog([]string{"US", "EU"}, []int{1, 10})
+	counts := NewCounts(c)
+	counts.Add(Slot{0, 1}, 3)
+	s := c.ShardFromCounts(4, "me", 99, counts)
+	b := MarshalShard(s)
+	if want := `{"partition":4,"owner":"me","applied_seq":99,"counts":{"US":{"10":3}}}`; string(b) != want {
+		t.Errorf("MarshalShard = %s, want %s", b, want)
+	}
+	empty := MarshalShard(c.ShardFromCounts(0, "", 0, NewCounts(c)))
+	if want := `{"partition":0,"owner":"","applied_seq":0,"counts":{}}`; string(empty) != want {
+		t.Errorf("empty shard = %s, want %s", empty, want)
+	}
+}
+
+func TestCountsOfDropsUnknownSlots(t *testing.T) {
+	c := MustCatalog([]string{"US", "EU"}, []int{1, 2})
+	s := Shard{Counts: map[string]map[string]int64{
+		"US": {"1": 5, "2": 1, "3": 7, "abc": 1, "": 2},
+		"EU": {"2": 4},
+		"XX": {"1": 9, "2": 9},
+		"us": {"1": 1},
+	}}
+	counts, dropped := c.CountsOf(s)
+	if dropped != 6 {
+		t.Errorf("dropped %d, want 6", dropped)
+	}
+	want := NewCounts(c)
+	want.Add(Slot{0, 0}, 5)
+	want.Add(Slot{0, 1}, 1)
+	want.Add(Slot{1, 1}, 4)
+	if !counts.Equal(want) {
+		t.Errorf("CountsOf = %v, want %v", counts.v, want.v)
+	}
+	// A shard without counts.
+	if counts, dropped := c.CountsOf(Shard{}); dropped != 0 || !counts.Equal(NewCounts(c)) {
+		t.Errorf("CountsOf(empty) = %v %d", counts.v, dropped)
+	}
+}
+
+func TestUnmarshalShardRejects(t *testing.T) {
+	for _, b := range []string{``, `x`, `[]`, `{"partition":"a"}`, `{"counts":{"US":{"1":"x"}}}`, `{"counts":[]}`, `{"applied_seq":-1}`} {
+		if s, err := UnmarshalShard([]byte(b)); err == nil {
+			t.Errorf("UnmarshalShard(%q) = %+v, want error", b, s)
+		}
+	}
+}
