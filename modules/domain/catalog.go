@@ -141,6 +141,9 @@ func ParseGameModes(list string) ([]int, error) {
 				return nil, fmt.Errorf("game modes: %q is not a valid range", part)
 			}
 		}
+		if a < 0 || b > MaxGameMode {
+			return nil, fmt.Errorf("game modes: %q out of range 0-%d", part, MaxGameMode)
+		}
 		if b-a > 10_000 {
 			return nil, fmt.Errorf("game modes: range %q too large", part)
 		}

@@ -416,11 +416,12 @@ func UserToken(userID string) string {
 // UserIDFromToken inverts UserToken.
 func UserIDFromToken(token string) (string, error) {
 	if strings.HasPrefix(token, "=") {
-		b, err := base64.RawURLEncoding.DecodeString(token[1:])
-		if err != nil {
-			return "", invalid(CodeInvalidUserID, "user token is not valid base64url")
+		b, err := base64.RawURLEncoding.Strict().DecodeString(token[1:])
+		id := string(b)
+		if err != nil || CheckUserID(id) != nil || UserToken(id) != token {
+			return "", invalid(CodeInvalidUserID, "user token is not the canonical token of a user id")
 		}
-		return string(b), nil
+		return id, nil
 	}
 	if token == "" || len(token) > MaxTokenPlain {
 		return "", invalid(CodeInvalidUserID, "user token has a bad length")
