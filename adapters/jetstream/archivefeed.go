@@ -48,15 +48,20 @@ func (c ArchiveFeedConfig) Defaults() ArchiveFeedConfig {
 }
 
 // ArchiveConsumerConfig is the archiver's durable consumer: every message of
-// the events stream from the first, acknowledged cumulatively (an ack of a
-// message acknowledges every earlier one), redelivered without limit.
+// the events stream from the first, each acknowledged on its own once
+// archived, redelivered without limit until then.
+//
+// Not AckAll: a cumulative ack by a restarted archiver (or after deliveries
+// were lost in a reconnect) also acknowledges the messages its predecessor
+// had received and never archived, and they are lost. Acknowledging each
+// message costs one small publish per event, sent without waiting.
 func ArchiveConsumerConfig(c ArchiveFeedConfig) jetstream.ConsumerConfig {
 	c = c.Defaults()
 	return jetstream.ConsumerConfig{
 		Durable:       c.Durable,
 		Description:   "gamemodes archiver: copies every event into Postgres",
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: c.MaxAckPending,
@@ -64,8 +69,8 @@ func ArchiveConsumerConfig(c ArchiveFeedConfig) jetstream.ConsumerConfig {
 }
 
 // ArchiveFeed is the archiver's archive.Source on the events stream: a
-// durable pull consumer. Only one archiver may consume it at a time (the
-// acknowledgements are cumulative).
+// durable pull consumer. Several archivers may share it safely (each
+// message is acknowledged once archived), though one is enough.
 type ArchiveFeed struct {
 	cons       jetstream.Consumer
 	prefetch   int
@@ -133,15 +138,24 @@ func (f *ArchiveFeed) Next(ctx context.Context) (archive.Message, error) {
 	return m, nil
 }
 
-// AckThrough acknowledges m and, the policy being AckAll, every message
-// before it, and waits for the server to confirm.
-func (f *ArchiveFeed) AckThrough(ctx context.Context, m archive.Message) error {
-	msg, ok := m.Ref.(jetstream.Msg)
-	if !ok {
-		return errors.New("archive feed: message not from this feed")
-	}
-	if err := msg.DoubleAck(ctx); err != nil {
-		return fmt.Errorf("archive feed: ack sequence %d: %w", m.Seq, err)
+// Ack acknowledges every message of a committed batch: all but the last
+// without waiting, the last with a confirmation from the server (which
+// handles a connection's acknowledgements in order).
+func (f *ArchiveFeed) Ack(ctx context.Context, msgs []archive.Message) error {
+	for i, m := range msgs {
+		msg, ok := m.Ref.(jetstream.Msg)
+		if !ok {
+			return errors.New("archive feed: message not from this feed")
+		}
+		var err error
+		if i == len(msgs)-1 {
+			err = msg.DoubleAck(ctx)
+		} else {
+			err = msg.Ack()
+		}
+		if err != nil {
+			return fmt.Errorf("archive feed: ack sequence %d: %w", m.Seq, err)
+		}
 	}
 	return nil
 }
@@ -156,15 +170,26 @@ func (f *ArchiveFeed) Lag(ctx context.Context) (uint64, error) {
 	return info.NumPending + uint64(max(info.NumAckPending, 0)), nil
 }
 
-// Close stops pulling. Messages delivered and not acknowledged are
-// delivered again after AckWait.
+// Close stops pulling and gives the messages pulled ahead but not yet
+// handed out back to the stream (negative acknowledgements), so the next
+// archiver gets them at once instead of after AckWait. Call it after the
+// archiver stopped. Messages handed out and not acknowledged come again
+// after AckWait.
 func (f *ArchiveFeed) Close() {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.closed = true
-	if f.iter != nil {
-		f.iter.Stop()
-		f.iter = nil
+	iter := f.iter
+	f.closed, f.iter = true, nil
+	f.mu.Unlock()
+	if iter == nil {
+		return
+	}
+	iter.Drain()
+	for {
+		msg, err := iter.Next(jetstream.NextMaxWait(time.Second))
+		if err != nil {
+			return
+		}
+		_ = msg.Nak()
 	}
 }
 

@@ -60,7 +60,7 @@ func TestArchiveFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc := cons.CachedInfo().Config
-	if cc.AckPolicy != jetstream.AckAllPolicy || cc.DeliverPolicy != jetstream.DeliverAllPolicy ||
+	if cc.AckPolicy != jetstream.AckExplicitPolicy || cc.DeliverPolicy != jetstream.DeliverAllPolicy ||
 		cc.MaxAckPending != 20000 || cc.MaxDeliver != -1 || cc.AckWait != 300*time.Millisecond || cc.Durable != ArchiveConsumer {
 		t.Fatalf("consumer config %+v", cc)
 	}
@@ -113,8 +113,8 @@ func TestArchiveFeed(t *testing.T) {
 		t.Fatalf("stored subject %q", msgs[0].Subject)
 	}
 
-	// Acknowledging message 3 acknowledges 1-3.
-	if err := f.AckThrough(ctx, msgs[2]); err != nil {
+	// Acknowledging a batch of 1-3.
+	if err := f.Ack(ctx, msgs[:3]); err != nil {
 		t.Fatal(err)
 	}
 	info, err := cons.Info(ctx)
@@ -122,7 +122,7 @@ func TestArchiveFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.AckFloor.Stream != 3 || info.NumAckPending != 2 {
-		t.Fatalf("after ack through 3: ack floor %d, ack pending %d", info.AckFloor.Stream, info.NumAckPending)
+		t.Fatalf("after acking 1-3: ack floor %d, ack pending %d", info.AckFloor.Stream, info.NumAckPending)
 	}
 	if lag, err := f.Lag(ctx); err != nil || lag != 2 {
 		t.Fatalf("lag %d %v, want 2", lag, err)
@@ -143,7 +143,7 @@ func TestArchiveFeed(t *testing.T) {
 	}
 
 	// A new feed (a restarted archiver) gets the unacknowledged messages
-	// again after AckWait, from sequence 4.
+	// again: 4 and 5 after AckWait, 6 (pulled ahead, given back by Close) at once.
 	f.Close()
 	if _, err := f.Next(ctx); err == nil {
 		t.Fatal("next after close")
@@ -160,9 +160,16 @@ func TestArchiveFeed(t *testing.T) {
 			t.Fatalf("acknowledged message %d delivered again", m.Seq)
 		}
 		got[m.Seq] = true
+		if err := f2.Ack(ctx, []archive.Message{m}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if !got[4] || !got[5] || !got[6] {
 		t.Fatalf("redelivered %v", got)
+	}
+	info, err = cons.Info(ctx)
+	if err != nil || info.NumAckPending != 0 || info.NumPending != 0 || info.AckFloor.Stream != 6 {
+		t.Fatalf("consumer after acking everything: %+v %v", info, err)
 	}
 	ctx2, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()

@@ -12,8 +12,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// hdrMarkerReason is set on the server's expiry markers.
-const hdrMarkerReason = "Nats-Marker-Reason"
+// Headers of the KV and TTL machinery.
+const (
+	hdrMarkerReason = "Nats-Marker-Reason" // set on the server's expiry markers
+	hdrKVOperation  = "KV-Operation"       // DEL or PURGE on KV deletes
+)
 
 // PartitionStore implements partition.Store on the players bucket and the
 // count-shards bucket, with pipelined revision-checked writes.
@@ -36,7 +39,9 @@ type pendingAck struct {
 }
 
 // NewPartitionStore opens the buckets. js should allow many pending async
-// publishes (jetstream.WithPublishAsyncMaxPending).
+// publishes (jetstream.WithPublishAsyncMaxPending) and time them out
+// (jetstream.WithPublishAsyncTimeout): a write whose acknowledgement is lost
+// (a server failing over) completes only through that timeout.
 func NewPartitionStore(ctx context.Context, js jetstream.JetStream) (*PartitionStore, error) {
 	players, err := js.KeyValue(ctx, topology.PlayersBucket)
 	if err != nil {
@@ -58,6 +63,16 @@ func NewPartitionStore(ctx context.Context, js jetstream.JetStream) (*PartitionS
 	return s, nil
 }
 
+// MaxInflightWrites is how many fenced player writes an owner may pipeline:
+// one on a replicated players bucket (a fence check cannot be decided while
+// another is being replicated), many on a single replica.
+func (s *PartitionStore) MaxInflightWrites() int {
+	if s.pstream.CachedInfo().Config.Replicas > 1 {
+		return 1
+	}
+	return 4096
+}
+
 // Close stops the acknowledgement waiters once every pending write has completed.
 func (s *PartitionStore) Close() {
 	s.stopOnce.Do(func() {
@@ -77,6 +92,9 @@ func (s *PartitionStore) waitAcks(ch chan pendingAck) {
 				pa.done(ack.Sequence, nil)
 			case err := <-pa.fut.Err():
 				pa.done(0, mapWriteErr(err))
+			case <-s.stop:
+				pa.done(0, errors.New("partition store closed before the write was acknowledged"))
+				return
 			}
 		case <-s.stop:
 			return
@@ -84,12 +102,17 @@ func (s *PartitionStore) waitAcks(ch chan pendingAck) {
 	}
 }
 
-// mapWriteErr turns the engine's revision-check failures into partition.ErrConflict.
+// mapWriteErr turns the engine's revision-check failures into
+// partition.ErrConflict (10071), or partition.ErrBusy (10164: on a
+// replicated stream another write checking the same subject was still being
+// applied; not a lost claim).
 func mapWriteErr(err error) error {
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 		return fmt.Errorf("%w: %w", partition.ErrConflict, err)
+	}
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant {
+		return fmt.Errorf("%w: %w", partition.ErrBusy, err)
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("%w: %w", partition.ErrConflict, err)

@@ -22,9 +22,7 @@ type ShardWatcher struct {
 	js   jetstream.JetStream
 	sink ShardSink
 	log  *slog.Logger
-
-	cancel context.CancelFunc
-	done   chan struct{}
+	stop func()
 }
 
 // NewShardWatcher returns a watcher; nothing happens until Start.
@@ -32,54 +30,29 @@ func NewShardWatcher(js jetstream.JetStream, sink ShardSink, log *slog.Logger) *
 	return &ShardWatcher{js: js, sink: sink, log: log}
 }
 
-// Start begins watching in the background. The sink is marked synced once
-// every stored shard has been delivered.
+// Start begins following the counts bucket in the background. The sink is
+// marked synced once every stored shard has been delivered.
 func (w *ShardWatcher) Start(ctx context.Context) error {
-	kv, err := w.js.KeyValue(ctx, topology.CountsBucket)
+	stop, err := followBucket(ctx, w.js, topology.CountsBucket, w.apply, w.sink.MarkSynced)
 	if err != nil {
-		return fmt.Errorf("counts bucket: %w", err)
-	}
-	wctx, cancel := context.WithCancel(context.Background())
-	watcher, err := kv.WatchAll(wctx)
-	if err != nil {
-		cancel()
 		return fmt.Errorf("watch count shards: %w", err)
 	}
-	w.cancel, w.done = cancel, make(chan struct{})
-	go func() {
-		defer close(w.done)
-		defer func() { _ = watcher.Stop() }()
-		for {
-			select {
-			case e, ok := <-watcher.Updates():
-				if !ok {
-					return
-				}
-				w.apply(e)
-			case <-wctx.Done():
-				return
-			}
-		}
-	}()
+	w.stop = stop
 	return nil
 }
 
-func (w *ShardWatcher) apply(e jetstream.KeyValueEntry) {
-	if e == nil {
-		w.sink.MarkSynced()
-		return
-	}
-	p, ok := topology.ParseShardKey(e.Key())
+func (w *ShardWatcher) apply(c kvChange) {
+	p, ok := topology.ParseShardKey(c.Key)
 	if !ok {
 		return
 	}
-	if e.Operation() != jetstream.KeyValuePut {
+	if c.Deleted {
 		w.sink.DeleteShard(p)
 		return
 	}
-	s, err := domain.UnmarshalShard(e.Value())
+	s, err := domain.UnmarshalShard(c.Value)
 	if err != nil {
-		w.log.Warn("count shard unreadable", "key", e.Key(), "err", err)
+		w.log.Warn("count shard unreadable", "key", c.Key, "err", err)
 		return
 	}
 	w.sink.SetShard(p, s)
@@ -87,8 +60,7 @@ func (w *ShardWatcher) apply(e jetstream.KeyValueEntry) {
 
 // Stop ends the watch.
 func (w *ShardWatcher) Stop() {
-	if w.cancel != nil {
-		w.cancel()
-		<-w.done
+	if w.stop != nil {
+		w.stop()
 	}
 }

@@ -167,13 +167,23 @@ func (s *stack) waitCounts(want map[string]map[int]int64, within time.Duration) 
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("lobby counts differ from ground truth: %s", diff)
+			s.t.Fatalf("lobby counts differ from ground truth: %s\nstored shards: %s", diff, s.describeShards())
 		}
 		select {
 		case <-changed:
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// describeShards reads every stored shard, for failure messages.
+func (s *stack) describeShards() string {
+	out := ""
+	for p := 0; p < s.topo.Partitions; p++ {
+		sh := shardOf(s.t, s.js, p)
+		out += fmt.Sprintf("\n  p%d owner=%s applied=%d US=%v", p, sh.Owner, sh.AppliedSeq, sh.Counts["US"])
+	}
+	return out
 }
 
 func (s *stack) diff(want map[string]map[int]int64) string {

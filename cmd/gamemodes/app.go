@@ -66,7 +66,7 @@ func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
 		}
 	}))
 	n.Conn = nc
-	if n.JS, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(65536), jetstream.WithPublishAsyncTimeout(10*time.Second)); err != nil {
+	if n.JS, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(65536), jetstream.WithPublishAsyncTimeout(5*time.Second)); err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -168,22 +168,27 @@ var workerModule = fx.Module("worker",
 			return s, nil
 		},
 	),
-	fx.Invoke(func(lc fx.Lifecycle, cfg Config, n *NATS, catalog *domain.Catalog, store *jsadapter.PartitionStore, m *partition.Metrics, log *slog.Logger) {
+	fx.Invoke(func(lc fx.Lifecycle, cfg Config, n *NATS, catalog *domain.Catalog, store *jsadapter.PartitionStore, m *partition.Metrics, log *slog.Logger) error {
+		log = log.With("component", "worker")
 		w := partition.NewWorker(partition.OwnerConfig{
 			OwnerID: cfg.InstanceID, Partitions: n.Topology.Partitions, PlayerTTL: n.Topology.PlayerTTL,
-		}, catalog, store, jsadapter.NewPartitionFeed(n.JS), m, log.With("component", "worker"))
+			MaxInflight: store.MaxInflightWrites(),
+		}, catalog, store, jsadapter.NewPartitionFeed(n.JS), m, log)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		coord, err := jsadapter.NewCoordinator(ctx, n.JS, log)
+		if err != nil {
+			return err
+		}
+		a := partition.NewAssigner(cfg.InstanceID, n.Topology.Partitions, n.Topology.LeaseTTL, coord, w, log)
 		lc.Append(fx.Hook{
-			OnStart: func(context.Context) error {
-				all := make([]int, n.Topology.Partitions)
-				for i := range all {
-					all[i] = i
-				}
-				w.SetPartitions(all)
-				log.Info("worker owns partitions", "partitions", len(all))
-				return nil
+			OnStart: func(context.Context) error { a.Start(); return nil },
+			OnStop: func(ctx context.Context) error {
+				defer coord.Close()
+				return a.Stop(ctx)
 			},
-			OnStop: w.Stop,
 		})
+		return nil
 	}),
 )
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/peterbourgon/ff/v3"
@@ -82,6 +83,8 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 		if c.Roles, err = parseRoles(*roles); err != nil {
 			return err
 		}
+		// The instance id names this worker in the membership bucket: a KV key.
+		c.InstanceID = jsadapter.MemberID(c.InstanceID)
 		if c.PostgresURL == "" {
 			c.PostgresURL = os.Getenv("DATABASE_URL")
 		}

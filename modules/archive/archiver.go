@@ -29,6 +29,11 @@ type Config struct {
 	WriteTimeout time.Duration
 	// LagInterval is how often the consumer lag is read (default 1s).
 	LagInterval time.Duration
+	// Prepare, if set, runs before the first batch is read, retried with
+	// the backoff until it succeeds: for example applying the migrations
+	// (schema.MigrateURL), so a Postgres that is down at start delays the
+	// archive instead of failing the process.
+	Prepare func(ctx context.Context) error
 }
 
 // Defaults fills zero fields with the defaults.
@@ -207,7 +212,7 @@ func (a *Archiver) Ready() error {
 type batch struct {
 	events   []ArchivedEvent
 	rejected []RejectedEvent
-	last     Message // the message with the highest sequence
+	msgs     []Message
 	n        int
 }
 
@@ -217,23 +222,26 @@ func (b *batch) add(c *Classifier, m Message) {
 	} else {
 		b.rejected = append(b.rejected, rej)
 	}
-	if b.n == 0 || m.Seq > b.last.Seq {
-		b.last = m
-	}
+	b.msgs = append(b.msgs, m)
 	b.n++
 }
 
 func (b *batch) reset() {
 	clear(b.events)
 	clear(b.rejected)
-	b.events, b.rejected, b.last, b.n = b.events[:0], b.rejected[:0], Message{}, 0
+	clear(b.msgs)
+	b.events, b.rejected, b.msgs, b.n = b.events[:0], b.rejected[:0], b.msgs[:0], 0
 }
 
 // run collects batches until soft ends, commits each (retrying until hard
 // ends) and acknowledges it.
 func (a *Archiver) run(soft, hard context.Context) {
+	if !a.prepare(soft) {
+		return
+	}
 	b := &batch{
 		events: make([]ArchivedEvent, 0, a.cfg.BatchSize),
+		msgs:   make([]Message, 0, a.cfg.BatchSize),
 	}
 	backoff := a.cfg.RetryMin
 	for soft.Err() == nil {
@@ -256,6 +264,32 @@ func (a *Archiver) run(soft, hard context.Context) {
 		} else {
 			backoff = a.cfg.RetryMin
 		}
+	}
+}
+
+// prepare runs Config.Prepare until it succeeds; false if ctx ended first.
+func (a *Archiver) prepare(ctx context.Context) bool {
+	if a.cfg.Prepare == nil {
+		return true
+	}
+	backoff := a.cfg.RetryMin
+	for {
+		pctx, cancel := context.WithTimeout(ctx, a.cfg.WriteTimeout)
+		err := a.cfg.Prepare(pctx)
+		cancel()
+		if err == nil {
+			a.storeOK()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		a.metrics.Errors.WithLabelValues(opWrite).Inc()
+		a.storeFailed(fmt.Errorf("prepare: %w", err), 0)
+		if !sleep(ctx, jitter(backoff)) {
+			return false
+		}
+		backoff = min(2*backoff, a.cfg.RetryMax)
 	}
 }
 
@@ -318,13 +352,13 @@ func (a *Archiver) commit(hard context.Context, b *batch) bool {
 	}
 
 	ctx, cancel := context.WithTimeout(hard, a.cfg.WriteTimeout)
-	err := a.src.AckThrough(ctx, b.last)
+	err := a.src.Ack(ctx, b.msgs)
 	cancel()
 	if err != nil {
-		// The batch is archived; the stream will redeliver it and the
-		// store ignore it, or the next batch's acknowledgement covers it.
+		// The batch is archived: the stream will redeliver what was not
+		// acknowledged and the store ignore it.
 		a.metrics.Errors.WithLabelValues(opAck).Inc()
-		a.streamFailed(fmt.Errorf("ack through sequence %d: %w", b.last.Seq, err))
+		a.streamFailed(fmt.Errorf("ack batch of %d: %w", b.n, err))
 	}
 	return true
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxtest"
 )
 
 // fakeSource delivers queued messages and records acknowledgements.
@@ -23,8 +25,8 @@ type fakeSource struct {
 	lag atomic.Uint64
 
 	mu    sync.Mutex
-	acks  []uint64
-	floor uint64 // highest sequence acknowledged
+	acks  [][]uint64 // sequences of every Ack call
+	floor uint64     // highest sequence acknowledged
 }
 
 func newFakeSource() *fakeSource { return &fakeSource{ch: make(chan Message, 100000)} }
@@ -38,11 +40,15 @@ func (s *fakeSource) Next(ctx context.Context) (Message, error) {
 	}
 }
 
-func (s *fakeSource) AckThrough(_ context.Context, m Message) error {
+func (s *fakeSource) Ack(_ context.Context, msgs []Message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.acks = append(s.acks, m.Seq)
-	s.floor = max(s.floor, m.Seq)
+	var seqs []uint64
+	for _, m := range msgs {
+		seqs = append(seqs, m.Seq)
+		s.floor = max(s.floor, m.Seq)
+	}
+	s.acks = append(s.acks, seqs)
 	return nil
 }
 
@@ -54,7 +60,7 @@ func (s *fakeSource) ackFloor() uint64 {
 	return s.floor
 }
 
-func (s *fakeSource) ackList() []uint64 {
+func (s *fakeSource) ackList() [][]uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.acks)
@@ -185,7 +191,7 @@ func TestBatchesBySize(t *testing.T) {
 		t.Fatalf("batches %v, want %v", got, want)
 	}
 	waitFor(t, 5*time.Second, "acks", func() bool { return len(h.src.ackList()) == 3 })
-	if got := h.src.ackList(); fmt.Sprint(got) != "[10 20 30]" {
+	if got := h.src.ackList(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("acks %v", got)
 	}
 	if got := testutil.ToFloat64(h.metrics.Rows); got != 30 {
@@ -330,5 +336,51 @@ func TestLag(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	if _, err := New(Config{}, testCatalog, newFakeSource(), &fakeStore{}, NewMetrics(prometheus.NewRegistry()), nil); err == nil {
 		t.Fatal("no partitions accepted")
+	}
+}
+
+func TestModuleLifecycle(t *testing.T) {
+	src := newFakeSource()
+	store := &fakeStore{src: src}
+	var a *Archiver
+	app := fxtest.New(t,
+		fx.Supply(Config{Partitions: testPartitions, BatchSize: 1000, BatchWait: time.Hour}, testCatalog),
+		fx.Provide(
+			func() Source { return src },
+			func() Store { return store },
+			func() prometheus.Registerer { return prometheus.NewRegistry() },
+		),
+		Module,
+		fx.Populate(&a),
+	)
+	app.RequireStart()
+	src.push(1, 4)
+	waitFor(t, 5*time.Second, "messages taken", func() bool { return len(src.ch) == 0 })
+	if err := a.Ready(); err != nil {
+		t.Fatalf("ready: %v", err)
+	}
+	app.RequireStop() // commits and acknowledges the batch in hand
+	if got := fmt.Sprint(store.batches()); got != "[[1 2 3 4]]" || src.ackFloor() != 4 {
+		t.Fatalf("after stop: batches %s, ack floor %d", got, src.ackFloor())
+	}
+}
+
+func TestPrepareRetriedBeforeFirstBatch(t *testing.T) {
+	var calls atomic.Int32
+	h := newHarness(t, Config{BatchSize: 2, BatchWait: time.Hour, RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond,
+		Prepare: func(context.Context) error {
+			if calls.Add(1) < 4 {
+				return errors.New("postgres not up yet")
+			}
+			return nil
+		}})
+	h.src.push(1, 2)
+	h.a.Start()
+	waitFor(t, 5*time.Second, "the batch", func() bool { return h.src.ackFloor() == 2 })
+	if calls.Load() != 4 || h.store.attemptCount() != 1 {
+		t.Fatalf("prepare calls %d, write attempts %d", calls.Load(), h.store.attemptCount())
+	}
+	if h.logs.count("archive down") != 1 || h.logs.count("archive recovered") != 1 {
+		t.Fatal("prepare failures must log once per state change")
 	}
 }

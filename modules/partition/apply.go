@@ -16,7 +16,7 @@ func (o *Owner) loop(ctx context.Context) error {
 	var drainDeadline <-chan time.Time
 	for {
 		events := o.events
-		if stopping || len(o.writeSeqs) >= o.cfg.MaxInflight {
+		if stopping || len(o.queue) >= o.cfg.MaxQueued {
 			events = nil
 		}
 		ctxDone := ctx.Done()
@@ -28,12 +28,12 @@ func (o *Owner) loop(ctx context.Context) error {
 			stopping = true
 			drainDeadline = time.After(o.cfg.DrainTimeout)
 		case <-drainDeadline:
-			return fmt.Errorf("partition %d: drain timed out with %d writes in flight", o.p, len(o.writeSeqs))
+			return fmt.Errorf("partition %d: drain timed out with %d writes in flight and %d queued", o.p, len(o.inflight), len(o.queue))
 		case m := <-events:
 			o.handleEvent(m)
 			// Take what is already queued before flushing: natural batching.
 		batch:
-			for i := 0; i < 256 && len(o.writeSeqs) < o.cfg.MaxInflight; i++ {
+			for i := 0; i < 256 && len(o.queue) < o.cfg.MaxQueued; i++ {
 				select {
 				case m = <-o.events:
 					o.handleEvent(m)
@@ -46,11 +46,12 @@ func (o *Owner) loop(ctx context.Context) error {
 		case x := <-o.expiries:
 			o.handleExpiry(x)
 		}
+		o.pump()
 		if o.err != nil {
 			return o.err
 		}
 		o.flush()
-		if stopping && len(o.writeSeqs) == 0 && !o.shardWriting && !o.needsFlush() {
+		if stopping && len(o.inflight) == 0 && len(o.queue) == 0 && !o.shardWriting && !o.needsFlush() {
 			o.log.Info("partition released", "applied_seq", o.flushedSeq)
 			return nil
 		}
@@ -60,10 +61,14 @@ func (o *Owner) loop(ctx context.Context) error {
 // watermark is the highest sequence up to which every event's player write
 // is acknowledged.
 func (o *Owner) watermark() uint64 {
-	if len(o.writeSeqs) == 0 {
-		return o.lastSeq
+	wm := o.lastSeq
+	if len(o.inflight) > 0 {
+		wm = min(wm, o.inflight[0].firstSeq-1)
 	}
-	return o.writeSeqs[0] - 1
+	if len(o.queue) > 0 {
+		wm = min(wm, o.queue[0].firstSeq-1)
+	}
+	return wm
 }
 
 func (o *Owner) handleEvent(m EventMsg) {
@@ -97,7 +102,7 @@ func (o *Owner) handleEvent(m EventMsg) {
 		o.metrics.applied.WithLabelValues(domain.OutcomeDuplicate.String()).Inc()
 		return
 	}
-	if pl.writes == 0 && pl.sentAt != 0 && now.UnixNano()-pl.sentAt >= int64(o.cfg.PlayerTTL-o.expiryMargin()) {
+	if pl.writes == 0 && pl.queued == nil && pl.sentAt != 0 && now.UnixNano()-pl.sentAt >= int64(o.cfg.PlayerTTL-o.expiryMargin()) {
 		// The stored state has expired (or is about to): the expiry comes
 		// before this event, whether or not its marker has arrived.
 		o.expire(pl)
@@ -110,7 +115,10 @@ func (o *Owner) handleEvent(m EventMsg) {
 	o.counts.Apply(t)
 	o.shardDirty = o.shardDirty || t.HasAdd || t.HasRemove
 	pl.st = t.Next
-	o.write(token, pl, m.Seq, now)
+	if pl.queued == nil {
+		pl.queued = &queuedWrite{token: token, pl: pl, firstSeq: m.Seq}
+		o.queue = append(o.queue, pl.queued)
+	}
 }
 
 // expiryMargin is how much earlier than the TTL the owner treats a player
@@ -147,19 +155,44 @@ func reasonOf(err error) string {
 	return "invalid"
 }
 
-// write sends the player's state, fenced by this owner's claim. Writes are
-// pipelined; the store acknowledges them in order.
-func (o *Owner) write(token string, pl *player, seq uint64, now time.Time) {
-	pl.writes++
-	pl.sentAt = now.UnixNano()
-	o.writeSeqs = append(o.writeSeqs, seq)
-	o.store.WritePlayer(o.p, token, o.catalog.EncodePlayer(pl.st), o.fence, func(rev uint64, err error) {
-		o.post(func() { o.writeDone(pl, seq, rev, err) })
+// pump sends queued player writes, fenced by this owner's claim, while the
+// in-flight limit allows. A queued write sends the player's latest state,
+// so later events of the same player coalesce into it.
+func (o *Owner) pump() {
+	now := o.now().UnixNano()
+	for len(o.queue) > 0 && len(o.inflight) < o.cfg.MaxInflight {
+		q := o.queue[0]
+		o.queue[0] = nil
+		o.queue = o.queue[1:]
+		pl := q.pl
+		pl.queued = nil
+		pl.writes++
+		pl.sentAt = now
+		o.inflight = append(o.inflight, q)
+		o.send(q)
+	}
+}
+
+func (o *Owner) send(q *queuedWrite) {
+	o.store.WritePlayer(o.p, q.token, o.catalog.EncodePlayer(q.pl.st), o.fence, func(rev uint64, err error) {
+		o.post(func() { o.writeDone(q, rev, err) })
 	})
 }
 
-func (o *Owner) writeDone(pl *player, seq, rev uint64, err error) {
-	pl.writes--
+// retryLater runs f on the owner's goroutine after a moment.
+func (o *Owner) retryLater(f func()) {
+	o.metrics.busyRetries.Inc()
+	time.AfterFunc(time.Millisecond, func() { o.post(f) })
+}
+
+func (o *Owner) writeDone(q *queuedWrite, rev uint64, err error) {
+	if errors.Is(err, ErrBusy) && o.cfg.MaxInflight == 1 {
+		// Replicated bucket: the previous fenced write was still being
+		// applied when this one arrived. Send it again (it is alone in flight).
+		o.retryLater(func() { o.send(q) })
+		return
+	}
+	q.pl.writes--
 	if err != nil {
 		if errors.Is(err, ErrConflict) {
 			err = ErrFenced
@@ -167,12 +200,13 @@ func (o *Owner) writeDone(pl *player, seq, rev uint64, err error) {
 		o.fail(fmt.Errorf("write player: %w", err))
 		return
 	}
-	if len(o.writeSeqs) == 0 || o.writeSeqs[0] != seq {
-		o.fail(fmt.Errorf("player write for event %d acknowledged out of order", seq))
+	if len(o.inflight) == 0 || o.inflight[0] != q {
+		o.fail(fmt.Errorf("player write for event %d acknowledged out of order", q.firstSeq))
 		return
 	}
-	o.writeSeqs = o.writeSeqs[1:]
-	pl.writeRev = max(pl.writeRev, rev)
+	o.inflight[0] = nil
+	o.inflight = o.inflight[1:]
+	q.pl.writeRev = max(q.pl.writeRev, rev)
 }
 
 // expire removes a player from their mode.
@@ -189,7 +223,7 @@ func (o *Owner) expire(pl *player) {
 // handleExpiry applies an expiry marker of a player key.
 func (o *Owner) handleExpiry(x Expiry) {
 	pl := o.players[x.Token]
-	if pl == nil || pl.writes > 0 || x.Seq <= pl.writeRev {
+	if pl == nil || pl.writes > 0 || pl.queued != nil || x.Seq <= pl.writeRev {
 		// Unknown player, or a write of ours lands (or landed) after the
 		// marker: the key is alive again.
 		return
@@ -220,6 +254,13 @@ func (o *Owner) flush() {
 
 func (o *Owner) shardDone(wm, rev uint64, err error) {
 	o.shardWriting = false
+	if errors.Is(err, ErrBusy) {
+		// Our previous shard write was still being applied: write again.
+		o.shardDirty = true
+		o.shardWriting = true
+		o.retryLater(func() { o.shardWriting = false; o.flush() })
+		return
+	}
 	if err != nil {
 		if errors.Is(err, ErrConflict) {
 			err = fmt.Errorf("count shard: %w", ErrFenced)

@@ -19,6 +19,7 @@ type Metrics struct {
 	players          *prometheus.GaugeVec
 	loadSeconds      prometheus.Histogram
 	restarts         prometheus.Counter
+	busyRetries      prometheus.Counter
 }
 
 // ExpiriesCounter is the counter of players expired out of their mode.
@@ -70,12 +71,16 @@ func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
 			Help:    "Time to load a partition's players when taking it over.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
+		busyRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gamemodes_write_busy_retries_total",
+			Help: "Writes sent again because the replicated stream was still applying the previous revision-checked write.",
+		}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gamemodes_partition_restarts_total",
 			Help: "Owner restarts after an error or a lost revision check (the partition is reloaded).",
 		}),
 	}
 	reg.MustRegister(m.applied, m.skipped, m.staleLeaves, m.expiries, m.flushes, m.badStoredPlayers,
-		m.pending, m.owned, m.players, m.loadSeconds, m.restarts)
+		m.pending, m.owned, m.players, m.loadSeconds, m.restarts, m.busyRetries)
 	return m
 }

@@ -18,6 +18,11 @@ import (
 // ErrConflict is wrapped by Store writes whose expected revision or fence was stale.
 var ErrConflict = errors.New("revision conflict")
 
+// ErrBusy is wrapped by Store writes refused because another write checking
+// the same subject was still being replicated (replicated streams only): the
+// same write may be sent again.
+var ErrBusy = errors.New("revision check busy")
+
 // ErrFenced means another owner claimed this partition: this owner lost it.
 var ErrFenced = errors.New("partition fenced: another owner claimed it")
 
@@ -87,17 +92,32 @@ type OwnerConfig struct {
 	Partitions int
 	// PlayerTTL is the players bucket TTL: events older than it are not applied.
 	PlayerTTL time.Duration
-	// MaxInflight bounds unacknowledged player writes per owner.
+	// MaxInflight bounds unacknowledged player writes per owner. A
+	// replicated players bucket takes one at a time: the fence check of a
+	// write cannot be decided while another fenced write is being replicated.
 	MaxInflight int
+	// MaxQueued bounds players waiting for their write; beyond it the owner
+	// stops reading events until writes complete.
+	MaxQueued int
 	// DrainTimeout bounds the wait for in-flight writes at shutdown.
 	DrainTimeout time.Duration
 }
 
 type player struct {
 	st       domain.PlayerState
-	writes   uint32 // player writes in flight
-	writeRev uint64 // revision of the last acknowledged write (or as loaded)
-	sentAt   int64  // unix nanos when the latest write was sent (or the stored write time)
+	writes   uint32       // player writes in flight
+	queued   *queuedWrite // the write waiting to be sent, if any
+	writeRev uint64       // revision of the last acknowledged write (or as loaded)
+	sentAt   int64        // unix nanos when the latest write was sent (or the stored write time)
+}
+
+// queuedWrite is a player write waiting to be sent or acknowledged; it
+// covers every event of the player from firstSeq on that was applied before
+// it was sent.
+type queuedWrite struct {
+	token    string
+	pl       *player
+	firstSeq uint64
 }
 
 // Owner owns one partition for the duration of Run.
@@ -114,10 +134,11 @@ type Owner struct {
 	fence   uint64
 	players map[string]*player
 	counts  domain.Counts
-	// writeSeqs are the event sequences of the player writes in flight, in
-	// send order; the store acknowledges them in that order.
-	writeSeqs []uint64
-	lastSeq   uint64 // last event sequence handled
+	// queue holds players waiting for their write, inflight the writes sent
+	// and not yet acknowledged (the store acknowledges in send order).
+	queue    []*queuedWrite
+	inflight []*queuedWrite
+	lastSeq  uint64 // last event sequence handled
 
 	shardRev      uint64
 	shardWriting  bool
@@ -138,13 +159,16 @@ func NewOwner(p int, cfg OwnerConfig, catalog *domain.Catalog, store Store, feed
 	if cfg.MaxInflight <= 0 {
 		cfg.MaxInflight = 4096
 	}
+	if cfg.MaxQueued <= 0 {
+		cfg.MaxQueued = 8192
+	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 5 * time.Second
 	}
 	return &Owner{
 		p: p, cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics,
 		log: log.With("partition", p), now: time.Now,
-		inbox:    make(chan func(), cfg.MaxInflight+16),
+		inbox:    make(chan func(), cfg.MaxInflight+64),
 		events:   make(chan EventMsg, 512),
 		expiries: make(chan Expiry, 256),
 		done:     make(chan struct{}),

@@ -12,7 +12,9 @@ import (
 )
 
 // Worker runs the owners of the partitions assigned to this process and
-// restarts an owner (reloading its partition) after an error.
+// restarts an owner (reloading its partition) after an error. An owner that
+// was fenced is not restarted: the assigner decides whether this process
+// still holds the partition.
 type Worker struct {
 	cfg     OwnerConfig
 	catalog *domain.Catalog
@@ -36,34 +38,69 @@ func NewWorker(cfg OwnerConfig, catalog *domain.Catalog, store Store, feed Feed,
 	return &Worker{cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics, log: log, running: map[int]*run{}}
 }
 
-// SetPartitions makes the worker own exactly ps: owners of other partitions
-// are stopped (they finish their writes and flush), missing ones started.
-func (w *Worker) SetPartitions(ps []int) {
+// Ensure runs owners for exactly ps: missing ones start, others are asked
+// to stop (they finish their writes and flush in the background).
+func (w *Worker) Ensure(ps []int) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.closed {
-		w.mu.Unlock()
 		return
 	}
-	var stopping []*run
 	for p, r := range w.running {
 		if !slices.Contains(ps, p) {
 			r.cancel()
-			stopping = append(stopping, r)
 			delete(w.running, p)
 		}
 	}
 	for _, p := range ps {
 		if _, ok := w.running[p]; !ok {
-			ctx, cancel := context.WithCancel(context.Background())
-			r := &run{cancel: cancel, done: make(chan struct{})}
-			w.running[p] = r
-			go w.supervise(ctx, p, r)
+			w.startLocked(p)
+		}
+	}
+}
+
+// SetPartitions runs owners for exactly ps and waits until the owners of
+// other partitions have finished.
+func (w *Worker) SetPartitions(ps []int) {
+	var stopping []<-chan struct{}
+	w.mu.Lock()
+	for p := range w.running {
+		if !slices.Contains(ps, p) {
+			stopping = append(stopping, w.stopLocked(p))
 		}
 	}
 	w.mu.Unlock()
-	for _, r := range stopping {
-		<-r.done
+	for _, done := range stopping {
+		<-done
 	}
+	w.Ensure(ps)
+}
+
+// StopPartition stops partition p's owner; the channel closes once it has
+// finished its writes and flushed.
+func (w *Worker) StopPartition(p int) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopLocked(p)
+}
+
+func (w *Worker) stopLocked(p int) <-chan struct{} {
+	r, ok := w.running[p]
+	if !ok {
+		done := make(chan struct{})
+		close(done)
+		return done
+	}
+	r.cancel()
+	delete(w.running, p)
+	return r.done
+}
+
+func (w *Worker) startLocked(p int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &run{cancel: cancel, done: make(chan struct{})}
+	w.running[p] = r
+	go w.supervise(ctx, p, r)
 }
 
 // Owned returns the partitions this worker runs owners for, ascending.
@@ -91,11 +128,16 @@ func (w *Worker) supervise(ctx context.Context, p int, r *run) {
 			return
 		}
 		w.metrics.restarts.Inc()
-		level := slog.LevelWarn
-		if !errors.Is(err, ErrFenced) {
-			level = slog.LevelError
+		if errors.Is(err, ErrFenced) {
+			w.log.Warn("partition fenced: another owner claimed it", "partition", p, "err", err)
+			w.mu.Lock()
+			if w.running[p] == r {
+				delete(w.running, p)
+			}
+			w.mu.Unlock()
+			return
 		}
-		w.log.Log(ctx, level, "partition owner restarting", "partition", p, "err", err, "backoff", backoff)
+		w.log.Error("partition owner restarting", "partition", p, "err", err, "backoff", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -110,16 +152,14 @@ func (w *Worker) supervise(ctx context.Context, p int, r *run) {
 func (w *Worker) Stop(ctx context.Context) error {
 	w.mu.Lock()
 	w.closed = true
-	runs := make([]*run, 0, len(w.running))
-	for p, r := range w.running {
-		r.cancel()
-		runs = append(runs, r)
-		delete(w.running, p)
+	var runs []<-chan struct{}
+	for p := range w.running {
+		runs = append(runs, w.stopLocked(p))
 	}
 	w.mu.Unlock()
-	for _, r := range runs {
+	for _, done := range runs {
 		select {
-		case <-r.done:
+		case <-done:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

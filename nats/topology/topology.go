@@ -19,6 +19,10 @@ const (
 	EventsStream  = "GAMEMODES_EVENTS"
 	PlayersBucket = "gamemodes_players"
 	CountsBucket  = "gamemodes_counts"
+	// WorkersBucket holds one key per live worker, refreshed by heartbeats.
+	WorkersBucket = "gamemodes_workers"
+	// LeasesBucket holds one key per owned partition: the owner's lease.
+	LeasesBucket = "gamemodes_leases"
 	// PlayersStream is the stream behind the players bucket (expiry markers are read from it).
 	PlayersStream = "KV_" + PlayersBucket
 
@@ -26,6 +30,9 @@ const (
 	EventsSubjectPrefix = "gamemodes.events"
 	// EventsSubjects is the stream's subject filter.
 	EventsSubjects = EventsSubjectPrefix + ".*.*"
+
+	// DefaultLeaseTTL is the default lifetime of memberships and leases.
+	DefaultLeaseTTL = 3 * time.Second
 
 	// DefaultPartitions is the partition count of a newly created events stream.
 	DefaultPartitions = 32
@@ -36,8 +43,9 @@ const (
 	metaPartitions = "gamemodes.partitions"
 )
 
-// Config is what Ensure creates. Partitions only applies when the stream is
-// created: an existing stream keeps its partition count (players are keyed by it).
+// Config is what Ensure creates. Partitions and Replicas only apply when the
+// stream and buckets are created: existing ones keep their partition count
+// (players are keyed by it) and replicas (change those with the nats CLI).
 type Config struct {
 	// Partitions is the number of player partitions (default 32).
 	Partitions int
@@ -51,6 +59,9 @@ type Config struct {
 	EventsMaxBytes int64
 	// DuplicateWindow is how long an event_id is remembered for deduplication.
 	DuplicateWindow time.Duration
+	// LeaseTTL is how long a worker's membership and partition leases live
+	// without renewal: the takeover time after a worker dies.
+	LeaseTTL time.Duration
 }
 
 // Defaults fills zero fields with the documented defaults.
@@ -73,6 +84,9 @@ func (c Config) Defaults() Config {
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = 2 * time.Minute
 	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
 	return c
 }
 
@@ -85,6 +99,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("replicas %d: want 1-5", c.Replicas)
 	case c.PlayerTTL < 2*time.Second:
 		return fmt.Errorf("player TTL %s: want at least 2s", c.PlayerTTL)
+	case c.LeaseTTL < time.Second:
+		return fmt.Errorf("lease TTL %s: want at least 1s", c.LeaseTTL)
 	case c.DuplicateWindow <= 0 || c.DuplicateWindow > c.EventsMaxAge:
 		return fmt.Errorf("duplicate window %s: want more than 0 and at most the events max age %s", c.DuplicateWindow, c.EventsMaxAge)
 	}
@@ -180,6 +196,8 @@ type Topology struct {
 	Partitions int
 	// PlayerTTL is the players bucket's TTL.
 	PlayerTTL time.Duration
+	// LeaseTTL is the lease bucket's TTL.
+	LeaseTTL time.Duration
 }
 
 // EventsStreamConfig is the events stream as configured.
@@ -225,6 +243,22 @@ func CountsBucketConfig(c Config) jetstream.KeyValueConfig {
 	}
 }
 
+// WorkersBucketConfig is the worker membership bucket as configured.
+func WorkersBucketConfig(c Config) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket: WorkersBucket, Description: "gamemodes live workers (heartbeats)",
+		History: 1, TTL: c.LeaseTTL, LimitMarkerTTL: time.Second, Storage: jetstream.FileStorage, Replicas: c.Replicas,
+	}
+}
+
+// LeasesBucketConfig is the partition lease bucket as configured.
+func LeasesBucketConfig(c Config) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket: LeasesBucket, Description: "gamemodes partition leases: key p<N>, value the owner",
+		History: 1, TTL: c.LeaseTTL, LimitMarkerTTL: time.Second, Storage: jetstream.FileStorage, Replicas: c.Replicas,
+	}
+}
+
 // Ensure creates the stream and buckets, or updates their mutable settings.
 // It is safe to run concurrently from several processes.
 func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (Topology, error) {
@@ -236,13 +270,17 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (Topology, er
 	if err != nil {
 		return Topology{}, err
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, PlayersBucketConfig(c)); err != nil {
-		return Topology{}, fmt.Errorf("ensure players bucket: %w", err)
+	for _, kv := range []jetstream.KeyValueConfig{PlayersBucketConfig(c), CountsBucketConfig(c), WorkersBucketConfig(c), LeasesBucketConfig(c)} {
+		// An existing bucket keeps its replicas: a process started with the
+		// default --replicas 1 must not scale a cluster's buckets down.
+		if s, err := js.Stream(ctx, "KV_"+kv.Bucket); err == nil {
+			kv.Replicas = s.CachedInfo().Config.Replicas
+		}
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return Topology{}, fmt.Errorf("ensure bucket %s: %w", kv.Bucket, err)
+		}
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, CountsBucketConfig(c)); err != nil {
-		return Topology{}, fmt.Errorf("ensure counts bucket: %w", err)
-	}
-	return Topology{Partitions: partitions, PlayerTTL: c.PlayerTTL}, nil
+	return Topology{Partitions: partitions, PlayerTTL: c.PlayerTTL, LeaseTTL: c.LeaseTTL}, nil
 }
 
 func ensureEventsStream(ctx context.Context, js jetstream.JetStream, c Config) (int, error) {
@@ -265,7 +303,8 @@ func ensureEventsStream(ctx context.Context, js jetstream.JetStream, c Config) (
 	if err != nil {
 		return 0, err
 	}
-	// Keep the existing partitioning; update what may change.
+	// Keep the existing partitioning and replicas; update what may change.
+	want.Replicas = s.CachedInfo().Config.Replicas
 	want.SubjectTransform = EventsTransform(partitions)
 	want.Metadata = map[string]string{metaPartitions: strconv.Itoa(partitions)}
 	if _, err := js.UpdateStream(ctx, want); err != nil {
@@ -297,5 +336,9 @@ func Load(ctx context.Context, js jetstream.JetStream) (Topology, error) {
 	if err != nil {
 		return Topology{}, fmt.Errorf("players bucket: %w", err)
 	}
-	return Topology{Partitions: p, PlayerTTL: ps.CachedInfo().Config.MaxAge}, nil
+	ls, err := js.Stream(ctx, "KV_"+LeasesBucket)
+	if err != nil {
+		return Topology{}, fmt.Errorf("leases bucket: %w", err)
+	}
+	return Topology{Partitions: p, PlayerTTL: ps.CachedInfo().Config.MaxAge, LeaseTTL: ls.CachedInfo().Config.MaxAge}, nil
 }

@@ -1,0 +1,198 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/gamemodes/gamemodes/modules/partition"
+	"github.com/gamemodes/gamemodes/nats/topology"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Coordinator implements partition.Coordinator with two KV buckets whose
+// TTL is the lease time: worker heartbeats and partition leases. Member ids
+// must be valid KV keys (see MemberID). Both buckets are followed to signal
+// changes at once; membership is read from the bucket on every call.
+type Coordinator struct {
+	workers jetstream.KeyValue
+	leases  jetstream.KeyValue
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	members map[string]bool
+	held    map[int]partition.Lease
+	changed chan struct{}
+	stops   []func()
+}
+
+// NewCoordinator opens the buckets and starts following them.
+func NewCoordinator(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Coordinator, error) {
+	workers, err := js.KeyValue(ctx, topology.WorkersBucket)
+	if err != nil {
+		return nil, fmt.Errorf("workers bucket: %w", err)
+	}
+	leases, err := js.KeyValue(ctx, topology.LeasesBucket)
+	if err != nil {
+		return nil, fmt.Errorf("leases bucket: %w", err)
+	}
+	c := &Coordinator{workers: workers, leases: leases, log: log,
+		members: map[string]bool{}, held: map[int]partition.Lease{}, changed: make(chan struct{}, 1)}
+	for bucket, apply := range map[string]func(kvChange){topology.WorkersBucket: c.applyWorker, topology.LeasesBucket: c.applyLease} {
+		stop, err := followBucket(ctx, js, bucket, func(ch kvChange) {
+			c.mu.Lock()
+			apply(ch)
+			c.mu.Unlock()
+			c.signal()
+		}, func() {})
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.stops = append(c.stops, stop)
+	}
+	return c, nil
+}
+
+func (c *Coordinator) applyWorker(ch kvChange) {
+	if ch.Deleted {
+		delete(c.members, ch.Key)
+	} else {
+		c.members[ch.Key] = true
+	}
+}
+
+func (c *Coordinator) applyLease(ch kvChange) {
+	p, ok := topology.ParseShardKey(ch.Key)
+	if !ok {
+		return
+	}
+	if ch.Deleted {
+		delete(c.held, p)
+	} else {
+		c.held[p] = partition.Lease{Owner: string(ch.Value), Rev: ch.Rev}
+	}
+}
+
+func (c *Coordinator) signal() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops following the buckets.
+func (c *Coordinator) Close() {
+	for _, stop := range c.stops {
+		stop()
+	}
+	c.stops = nil
+}
+
+// MemberID makes a name a valid member id (a KV key): characters other than
+// A-Z a-z 0-9 - _ = become _.
+func MemberID(id string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 128 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '=') {
+			return r
+		}
+		return '_'
+	}, id)
+}
+
+// Heartbeat refreshes this member's key.
+func (c *Coordinator) Heartbeat(ctx context.Context, member string) error {
+	if _, err := c.workers.Put(ctx, member, []byte(member)); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// Leave removes this member's key.
+func (c *Coordinator) Leave(ctx context.Context, member string) error {
+	if err := c.workers.Delete(ctx, member); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
+}
+
+// Members lists the live members from the bucket.
+func (c *Coordinator) Members(ctx context.Context) ([]string, error) {
+	lister, err := c.workers.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	defer func() { _ = lister.Stop() }()
+	var out []string
+	for k := range lister.Keys() {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Leases returns the current leases.
+func (c *Coordinator) Leases() map[int]partition.Lease {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[int]partition.Lease, len(c.held))
+	for p, l := range c.held {
+		out[p] = l
+	}
+	return out
+}
+
+func leaseErr(op string, err error) error {
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%s: %w: %w", op, partition.ErrConflict, err)
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%s: %w: %w", op, partition.ErrConflict, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// Acquire creates partition p's lease for member if nobody holds it.
+func (c *Coordinator) Acquire(ctx context.Context, p int, member string) (uint64, error) {
+	rev, err := c.leases.Create(ctx, topology.ShardKey(p), []byte(member))
+	if err != nil {
+		return 0, leaseErr("acquire lease", err)
+	}
+	return rev, nil
+}
+
+// Renew rewrites the lease if it is still at rev.
+func (c *Coordinator) Renew(ctx context.Context, p int, member string, rev uint64) (uint64, error) {
+	newRev, err := c.leases.Update(ctx, topology.ShardKey(p), []byte(member), rev)
+	if err != nil {
+		return 0, leaseErr("renew lease", err)
+	}
+	return newRev, nil
+}
+
+// Release deletes the lease if member still holds it. rev is the revision
+// member last saw; if a renewal landed whose answer was lost, the current
+// revision is used when the lease still names member.
+func (c *Coordinator) Release(ctx context.Context, p int, member string, rev uint64) error {
+	err := c.leases.Delete(ctx, topology.ShardKey(p), jetstream.LastRevision(rev))
+	if err == nil {
+		return nil
+	}
+	e, gerr := c.leases.Get(ctx, topology.ShardKey(p))
+	if gerr != nil || string(e.Value()) != member {
+		return leaseErr("release lease", err)
+	}
+	if err := c.leases.Delete(ctx, topology.ShardKey(p), jetstream.LastRevision(e.Revision())); err != nil {
+		return leaseErr("release lease", err)
+	}
+	return nil
+}
+
+// Changed is signalled when memberships or leases change.
+func (c *Coordinator) Changed() <-chan struct{} { return c.changed }
