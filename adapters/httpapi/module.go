@@ -8,16 +8,16 @@ import (
 	"go.uber.org/fx"
 )
 
-// Params are the fx inputs of the HTTP edge. EventSubmitter and LobbyLists
-// are required; provide them as these interfaces, for example with
-// fx.Annotate(svc, fx.As(new(httpapi.EventSubmitter))). Config, Readiness,
-// the prometheus.Gatherer and the *slog.Logger are optional.
+// Params are the fx inputs of the HTTP server. Provide EventSubmitter and
+// LobbyLists (for example with fx.Annotate(svc, fx.As(new(httpapi.EventSubmitter))))
+// on an edge; without them only the operations routes are served. Config,
+// Readiness, the prometheus.Gatherer and the *slog.Logger are optional.
 type Params struct {
 	fx.In
 
-	Config    Config `optional:"true"`
-	Events    EventSubmitter
-	Lobby     LobbyLists
+	Config    Config              `optional:"true"`
+	Events    EventSubmitter      `optional:"true"`
+	Lobby     LobbyLists          `optional:"true"`
 	Readiness Readiness           `optional:"true"`
 	Gatherer  prometheus.Gatherer `optional:"true"`
 	Logger    *slog.Logger        `optional:"true"`

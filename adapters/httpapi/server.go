@@ -158,12 +158,10 @@ type Server struct {
 	stopping atomic.Bool
 }
 
-// New builds a Server with its routes; it does not listen yet. It panics if
-// deps.Events or deps.Lobby is nil.
+// New builds a Server with its routes; it does not listen yet. Without
+// deps.Events and deps.Lobby it serves only the operations routes (healthz,
+// readyz, metrics): the server of a worker or archiver process.
 func New(cfg Config, deps Deps) *Server {
-	if deps.Events == nil || deps.Lobby == nil {
-		panic("httpapi.New: Deps.Events and Deps.Lobby are required")
-	}
 	cfg = cfg.WithDefaults()
 	s := &Server{
 		cfg:       cfg,
@@ -190,8 +188,12 @@ func New(cfg Config, deps Deps) *Server {
 		AppName:               "gamemodes",
 	})
 	s.app.Use(fiberrecover.New())
-	s.app.Post(PathEvent, s.postEvent)
-	s.app.Get(PathPopular, s.getPopular)
+	if deps.Events != nil {
+		s.app.Post(PathEvent, s.postEvent)
+	}
+	if deps.Lobby != nil {
+		s.app.Get(PathPopular, s.getPopular)
+	}
 	s.app.Get(PathHealthz, s.getHealthz)
 	s.app.Get(PathReadyz, s.getReadyz)
 	s.app.Get(PathMetrics, adaptor.HTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))

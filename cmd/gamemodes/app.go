@@ -10,12 +10,16 @@ import (
 
 	"github.com/gamemodes/gamemodes/adapters/httpapi"
 	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
+	"github.com/gamemodes/gamemodes/adapters/postgres"
+	"github.com/gamemodes/gamemodes/modules/archive"
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/ingest"
 	"github.com/gamemodes/gamemodes/modules/lobby"
 	"github.com/gamemodes/gamemodes/modules/partition"
 	"github.com/gamemodes/gamemodes/nats/embedded"
 	"github.com/gamemodes/gamemodes/nats/topology"
+	schema "github.com/gamemodes/gamemodes/sql"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -120,19 +124,29 @@ func newRegistry() (*prometheus.Registry, prometheus.Registerer, prometheus.Gath
 	return reg, reg, reg
 }
 
-// readiness answers /readyz: NATS connected, topology ensured (done before
-// start), the lobby view synced.
+// readiness answers /readyz: NATS connected and the topology ensured (done
+// before start), the lobby view synced on an edge, and, on a process that
+// archives but serves no API, the archive writable. An edge stays ready while
+// Postgres is down: events wait in the stream, so ingestion must go on.
 type readiness struct {
-	nats *NATS
-	view *lobby.View
+	fx.In
+	Config   Config
+	NATS     *NATS
+	View     *lobby.View       `optional:"true"`
+	Archiver *archive.Archiver `optional:"true"`
 }
 
 func (r readiness) Ready() error {
-	if st := r.nats.Conn.Status(); st != nats.CONNECTED {
+	if st := r.NATS.Conn.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("NATS %s", strings.ToLower(st.String()))
 	}
-	if r.view != nil && !r.view.Synced() {
+	if r.View != nil && !r.View.Synced() {
 		return errors.New("lobby view not synced yet")
+	}
+	if r.Archiver != nil && !r.Config.Has(RoleEdge) {
+		if err := r.Archiver.Ready(); err != nil {
+			return fmt.Errorf("archive: %w", err)
+		}
 	}
 	return nil
 }
@@ -147,9 +161,18 @@ func appOptions(cfg Config, log *slog.Logger) fx.Option {
 	if cfg.Has(RoleWorker) {
 		opts = append(opts, workerModule)
 	}
-	if cfg.Has(RoleEdge) {
-		opts = append(opts, edgeModule(cfg))
+	if cfg.Has(RoleArchiver) {
+		opts = append(opts, archiverModule(cfg))
 	}
+	if cfg.Has(RoleEdge) {
+		opts = append(opts, edgeModule)
+	}
+	// Every process serves /healthz, /readyz and /metrics; edges also the API.
+	opts = append(opts,
+		fx.Supply(httpapi.Config{Addr: cfg.HTTPAddr}),
+		fx.Provide(fx.Annotate(func(r readiness) readiness { return r }, fx.As(new(httpapi.Readiness)))),
+		httpapi.Module,
+	)
 	return fx.Options(opts...)
 }
 
@@ -192,22 +215,63 @@ var workerModule = fx.Module("worker",
 	}),
 )
 
-// edgeModule serves HTTP: ingest, the lobby view and operations endpoints.
-func edgeModule(cfg Config) fx.Option {
-	return fx.Module("edge",
-		ingest.Module,
-		fx.Supply(httpapi.Config{Addr: cfg.HTTPAddr}),
+// edgeModule serves the API: ingest and the lobby view.
+var edgeModule = fx.Module("edge",
+	ingest.Module,
+	fx.Provide(
+		fx.Annotate(jsadapter.NewEventPublisher, fx.As(new(ingest.Publisher))),
+		fx.Annotate(func(s *ingest.Service) *ingest.Service { return s }, fx.As(new(httpapi.EventSubmitter))),
+		func(c *domain.Catalog, reg prometheus.Registerer) *lobby.View { return lobby.NewView(c, reg) },
+		fx.Annotate(func(v *lobby.View) *lobby.View { return v }, fx.As(new(httpapi.LobbyLists))),
+	),
+	fx.Invoke(func(lc fx.Lifecycle, n *NATS, v *lobby.View, log *slog.Logger) {
+		w := jsadapter.NewShardWatcher(n.JS, v, log.With("component", "lobby"))
+		lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
+	}),
+)
+
+// archiverModule archives every event in Postgres. Without --postgres-url it
+// only creates the durable consumer, which keeps the backlog for later.
+func archiverModule(cfg Config) fx.Option {
+	feed := fx.Provide(func(lc fx.Lifecycle, n *NATS) (*jsadapter.ArchiveFeed, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		f, err := jsadapter.NewArchiveFeed(ctx, n.JS, jsadapter.ArchiveFeedConfig{})
+		if err != nil {
+			return nil, err
+		}
+		lc.Append(fx.StopHook(f.Close))
+		return f, nil
+	})
+	if cfg.PostgresURL == "" {
+		return fx.Module("archiver", feed, fx.Invoke(func(f *jsadapter.ArchiveFeed, log *slog.Logger) {
+			log.Warn("archiver role without --postgres-url: not archiving; events wait in the stream for the durable consumer \"archiver\" (kept for --events-max-age)")
+		}))
+	}
+	return fx.Module("archiver",
+		feed,
 		fx.Provide(
-			fx.Annotate(jsadapter.NewEventPublisher, fx.As(new(ingest.Publisher))),
-			fx.Annotate(func(s *ingest.Service) *ingest.Service { return s }, fx.As(new(httpapi.EventSubmitter))),
-			func(c *domain.Catalog, reg prometheus.Registerer) *lobby.View { return lobby.NewView(c, reg) },
-			fx.Annotate(func(v *lobby.View) *lobby.View { return v }, fx.As(new(httpapi.LobbyLists))),
-			fx.Annotate(func(n *NATS, v *lobby.View) readiness { return readiness{nats: n, view: v} }, fx.As(new(httpapi.Readiness))),
+			func(lc fx.Lifecycle) (*pgxpool.Pool, error) {
+				pool, err := postgres.Open(context.Background(), cfg.PostgresURL)
+				if err != nil {
+					return nil, fmt.Errorf("--postgres-url: %w", err)
+				}
+				lc.Append(fx.StopHook(pool.Close))
+				return pool, nil
+			},
+			fx.Annotate(postgres.NewArchive, fx.As(new(archive.Store))),
+			fx.Annotate(func(f *jsadapter.ArchiveFeed) *jsadapter.ArchiveFeed { return f }, fx.As(new(archive.Source))),
+			func(f *jsadapter.ArchiveFeed, log *slog.Logger) archive.Config {
+				c := archive.Config{Partitions: f.Partitions()}
+				if !cfg.NoMigrate {
+					c.Prepare = func(ctx context.Context) error {
+						_, err := schema.MigrateURL(ctx, cfg.PostgresURL, log)
+						return err
+					}
+				}
+				return c
+			},
 		),
-		fx.Invoke(func(lc fx.Lifecycle, n *NATS, v *lobby.View, log *slog.Logger) {
-			w := jsadapter.NewShardWatcher(n.JS, v, log.With("component", "lobby"))
-			lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
-		}),
-		httpapi.Module,
+		archive.Module,
 	)
 }

@@ -10,12 +10,14 @@ import (
 
 func TestAppGraphIsValidForEveryRoleSet(t *testing.T) {
 	for _, roles := range []string{"all", "edge", "worker", "archiver", "edge,worker", "worker,archiver"} {
-		cfg, err := parseConfig("serve", []string{"--roles", roles})
-		if err != nil {
-			t.Fatalf("%s: %v", roles, err)
-		}
-		if err := fx.ValidateApp(appOptions(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))), fx.NopLogger); err != nil {
-			t.Errorf("roles %s: %v", roles, err)
+		for _, pg := range []string{"", "postgres://postgres@127.0.0.1:1/none"} {
+			cfg, err := parseConfig("serve", []string{"--roles", roles, "--postgres-url", pg})
+			if err != nil {
+				t.Fatalf("%s: %v", roles, err)
+			}
+			if err := fx.ValidateApp(appOptions(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))), fx.NopLogger); err != nil {
+				t.Errorf("roles %s, postgres %q: %v", roles, pg, err)
+			}
 		}
 	}
 }

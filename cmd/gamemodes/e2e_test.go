@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamemodes/gamemodes/adapters/postgres/pgtest"
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats.go"
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build gamemodes: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

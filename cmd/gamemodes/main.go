@@ -5,6 +5,8 @@
 // Usage:
 //
 //	gamemodes [serve] [flags]   run the roles (default command)
+//	gamemodes migrate [flags]   apply the database migrations (--postgres-url)
+//	gamemodes rebuild [flags]   recreate the live state from the archive
 //	gamemodes help              list the flags
 //
 // Every flag can also be set as an environment variable GAMEMODES_<FLAG>
@@ -29,10 +31,10 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
@@ -40,15 +42,19 @@ func run(args []string, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		return serve(args, stderr)
+	case "migrate":
+		return migrate(args, stderr)
+	case "rebuild":
+		return runRebuild(args, stdout, stderr)
 	case "help":
 		var c Config
 		fs, _ := newFlagSet("serve", &c)
 		fs.SetOutput(stderr)
-		fmt.Fprintln(stderr, "usage: gamemodes [serve] [flags]")
+		fmt.Fprintln(stderr, "usage: gamemodes [serve|migrate|rebuild] [flags]   (rebuild adds --at, --window, --force)")
 		fs.PrintDefaults()
 		return 0
 	default:
-		fmt.Fprintf(stderr, "gamemodes: unknown command %q (want serve or help)\n", cmd)
+		fmt.Fprintf(stderr, "gamemodes: unknown command %q (want serve, migrate, rebuild or help)\n", cmd)
 		return 2
 	}
 }

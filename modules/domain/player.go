@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Slot is a (region, game mode) pair by dense catalog indexes.
@@ -198,4 +199,37 @@ func (c *Catalog) DecodePlayer(v []byte) (PlayerState, error) {
 		return PlayerState{Present: true, Slot: slot, LastSeq: seq}, nil
 	}
 	return PlayerState{}, fmt.Errorf("player value %q: not a player state", v)
+}
+
+// PastEvent is an archived event of one player, as a rebuild reads it.
+type PastEvent struct {
+	Type EventType
+	Slot Slot
+	// Time is when the service received the event (its stream time): the
+	// player's TTL runs from there.
+	Time time.Time
+}
+
+// StateAt replays one player's events, oldest first, with expiry: a gap
+// longer than ttl between two events expires the player before the later
+// one, and the player is expired at `at` if their last event is older than
+// ttl. It returns where the player is counted at `at` and their last event
+// time; present is false for a player who left or expired. Events after
+// `at` are ignored.
+func StateAt(events []PastEvent, at time.Time, ttl time.Duration) (slot Slot, last time.Time, present bool) {
+	var st PlayerState
+	for i, e := range events {
+		if e.Time.After(at) {
+			break
+		}
+		if i > 0 && e.Time.Sub(last) > ttl {
+			st = Expire(st).Next
+		}
+		st = Apply(st, e.Type, e.Slot, uint64(i)+1).Next
+		last = e.Time
+	}
+	if last.IsZero() || at.Sub(last) > ttl {
+		return Slot{}, last, false
+	}
+	return st.Slot, last, st.Present
 }
