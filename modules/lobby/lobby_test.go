@@ -1,0 +1,61 @@
+package lobby
+
+import (
+	"testing"
+
+	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func shard(p int, counts map[string]map[string]int64) domain.Shard {
+	return domain.Shard{Partition: p, Counts: counts}
+}
+
+func TestViewSumsShardsAndRanks(t *testing.T) {
+	v := NewView(domain.MustCatalog([]string{"US", "EU"}, []int{1, 2, 3}), prometheus.NewRegistry())
+	if got, _ := v.Popular("US"); string(got) != `{"region":"US","game_modes":[]}` {
+		t.Fatalf("empty view: %s", got)
+	}
+	changed := v.Changed()
+	v.SetShard(0, shard(0, map[string]map[string]int64{"US": {"1": 5, "2": 7}}))
+	select {
+	case <-changed:
+	default:
+		t.Fatal("no change signalled")
+	}
+	v.SetShard(1, shard(1, map[string]map[string]int64{"US": {"1": 3, "3": 8}, "EU": {"2": 1}}))
+	if got, _ := v.Popular("US"); string(got) != `{"region":"US","game_modes":[{"game_mode":1,"player_count":8},{"game_mode":3,"player_count":8},{"game_mode":2,"player_count":7}]}` {
+		t.Fatalf("US: %s", got)
+	}
+	// A shard is replaced, not added: absolute counts.
+	v.SetShard(1, shard(1, map[string]map[string]int64{"US": {"1": 1}}))
+	if v.Count("US", 1) != 6 || v.Count("US", 3) != 0 || v.Count("EU", 2) != 0 {
+		t.Fatalf("after replacing shard 1: US1=%d US3=%d EU2=%d", v.Count("US", 1), v.Count("US", 3), v.Count("EU", 2))
+	}
+	v.DeleteShard(0)
+	if got, _ := v.Popular("US"); string(got) != `{"region":"US","game_modes":[{"game_mode":1,"player_count":1}]}` {
+		t.Fatalf("after deleting shard 0: %s", got)
+	}
+	// Unknown slots in a shard (a region no longer configured) are ignored.
+	v.SetShard(2, shard(2, map[string]map[string]int64{"XX": {"1": 4}, "US": {"99": 4}}))
+	if v.Count("US", 1) != 1 {
+		t.Fatalf("unknown slots leaked into the counts")
+	}
+}
+
+func TestViewRejectsMissingAndUnknownRegions(t *testing.T) {
+	v := NewView(domain.DefaultCatalog(), nil)
+	for region, code := range map[string]string{"": domain.CodeMissingRegion, "XX": domain.CodeInvalidRegion, "us": domain.CodeInvalidRegion} {
+		_, err := v.Popular(region)
+		if ve, ok := domain.AsValidationError(err); !ok || ve.Code != code {
+			t.Errorf("region %q: got %v, want %s", region, err, code)
+		}
+	}
+	if v.Synced() {
+		t.Fatal("synced before MarkSynced")
+	}
+	v.MarkSynced()
+	if !v.Synced() {
+		t.Fatal("not synced after MarkSynced")
+	}
+}
