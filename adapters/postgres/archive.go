@@ -68,14 +68,22 @@ const createStage = `CREATE TEMP TABLE IF NOT EXISTS ` + stageTable + ` (
 	received_at   TIMESTAMPTZ
 ) ON COMMIT DELETE ROWS`
 
-// The first occurrence in stream order wins when a batch holds one event_id twice.
-const moveStage = `INSERT INTO event (event_id, user_id, event_type, event_payload, timestamp,
+// The first occurrence in stream order wins when one event_id was stored
+// twice (under different Nats-Msg-Ids), whatever the order the copies are
+// archived in: after a crash a redelivered earlier copy can come after a
+// later one. Rewriting the same row changes nothing.
+const moveStage = `INSERT INTO event AS e (event_id, user_id, event_type, event_payload, timestamp,
 	stream_seq, partition, region, game_mode, received_at)
-SELECT event_id, user_id, event_type, event_payload, timestamp,
+SELECT DISTINCT ON (event_id) event_id, user_id, event_type, event_payload, timestamp,
 	stream_seq, partition, region, game_mode, received_at
 FROM ` + stageTable + `
-ORDER BY stream_seq
-ON CONFLICT (event_id) DO NOTHING`
+ORDER BY event_id, received_at, stream_seq
+ON CONFLICT (event_id) DO UPDATE SET
+	user_id = excluded.user_id, event_type = excluded.event_type, event_payload = excluded.event_payload,
+	timestamp = excluded.timestamp, stream_seq = excluded.stream_seq, partition = excluded.partition,
+	region = excluded.region, game_mode = excluded.game_mode, received_at = excluded.received_at,
+	archived_at = now()
+WHERE (excluded.received_at, excluded.stream_seq) < (e.received_at, e.stream_seq)`
 
 const insertRejected = `INSERT INTO rejected_event (stream_seq, received_at, subject, msg_id, payload, reason, detail)
 SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[])
