@@ -31,6 +31,9 @@ func BenchmarkWorkerApply(b *testing.B) {
 			b.Fatal(err)
 		}
 		futures = append(futures, f)
+		if i%20000 == 19999 {
+			<-js.PublishAsyncComplete()
+		}
 		partitions = append(partitions, domain.PartitionOf(domain.UserToken(user), s.topo.Partitions))
 	}
 	<-js.PublishAsyncComplete()

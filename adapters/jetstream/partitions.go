@@ -122,11 +122,7 @@ func mapWriteErr(err error) error {
 
 // LoadPartition reads every live player of partition p and its count shard.
 func (s *PartitionStore) LoadPartition(ctx context.Context, p int) (partition.Snapshot, error) {
-	info, err := s.pstream.Info(ctx)
-	if err != nil {
-		return partition.Snapshot{}, fmt.Errorf("players stream info: %w", err)
-	}
-	snap := partition.Snapshot{PlayersSeq: info.State.LastSeq}
+	snap := partition.Snapshot{}
 	w, err := s.players.Watch(ctx, topology.PartitionPlayersFilter(p), jetstream.IgnoreDeletes())
 	if err != nil {
 		return partition.Snapshot{}, fmt.Errorf("watch players: %w", err)
@@ -245,29 +241,6 @@ func (f *PartitionFeed) Events(ctx context.Context, p int, fromSeq uint64, deliv
 	}, jetstream.PullMaxMessages(500))
 	if err != nil {
 		return nil, fmt.Errorf("consume events: %w", err)
-	}
-	return cc.Stop, nil
-}
-
-// Expiries delivers partition p's expiry markers from fromSeq on.
-func (f *PartitionFeed) Expiries(ctx context.Context, p int, fromSeq uint64, deliver func(partition.Expiry)) (func(), error) {
-	c, err := f.js.OrderedConsumer(ctx, topology.PlayersStream, startConfig(topology.PartitionPlayersSubjects(p), fromSeq, true))
-	if err != nil {
-		return nil, fmt.Errorf("expiry consumer: %w", err)
-	}
-	cc, err := c.Consume(func(m jetstream.Msg) {
-		if m.Headers().Get(hdrMarkerReason) == "" {
-			return
-		}
-		token, ok := topology.ParsePlayerSubject(m.Subject(), p)
-		md, err := m.Metadata()
-		if !ok || err != nil {
-			return
-		}
-		deliver(partition.Expiry{Token: token, Seq: md.Sequence.Stream})
-	}, jetstream.PullMaxMessages(1000))
-	if err != nil {
-		return nil, fmt.Errorf("consume expiries: %w", err)
 	}
 	return cc.Stop, nil
 }

@@ -14,6 +14,8 @@ import (
 func (o *Owner) loop(ctx context.Context) error {
 	stopping := false
 	var drainDeadline <-chan time.Time
+	tick := time.NewTicker(expiryTick)
+	defer tick.Stop()
 	for {
 		events := o.events
 		if stopping || len(o.queue) >= o.cfg.MaxQueued {
@@ -43,8 +45,8 @@ func (o *Owner) loop(ctx context.Context) error {
 			}
 		case f := <-o.inbox:
 			f()
-		case x := <-o.expiries:
-			o.handleExpiry(x)
+		case now := <-tick.C:
+			o.expireDue(now)
 		}
 		o.pump()
 		if o.err != nil {
@@ -170,6 +172,7 @@ func (o *Owner) pump() {
 		pl.sentAt = now
 		o.inflight = append(o.inflight, q)
 		o.send(q)
+		o.schedule(q.token, pl, 0)
 	}
 }
 
@@ -206,7 +209,6 @@ func (o *Owner) writeDone(q *queuedWrite, rev uint64, err error) {
 	}
 	o.inflight[0] = nil
 	o.inflight = o.inflight[1:]
-	q.pl.writeRev = max(q.pl.writeRev, rev)
 }
 
 // expire removes a player from their mode.
@@ -220,16 +222,50 @@ func (o *Owner) expire(pl *player) {
 	pl.st = t.Next
 }
 
-// handleExpiry applies an expiry marker of a player key.
-func (o *Owner) handleExpiry(x Expiry) {
-	pl := o.players[x.Token]
-	if pl == nil || pl.writes > 0 || pl.queued != nil || x.Seq <= pl.writeRev {
-		// Unknown player, or a write of ours lands (or landed) after the
-		// marker: the key is alive again.
+// expiryTick is how often the owner looks for players whose TTL ran out.
+const expiryTick = 250 * time.Millisecond
+
+// schedule puts a player in the expiry wheel under the second its TTL runs
+// out (at the earliest the second after notBefore).
+func (o *Owner) schedule(token string, pl *player, notBefore int64) {
+	if pl.timed {
 		return
 	}
-	o.expire(pl)
-	delete(o.players, x.Token)
+	pl.timed = true
+	sec := max((pl.sentAt+int64(o.cfg.PlayerTTL))/int64(time.Second), notBefore+1)
+	o.wheel[sec] = append(o.wheel[sec], token)
+}
+
+// expireDue removes the players whose TTL has run out since their last
+// write: a counted player leaves their mode; a player who left is
+// forgotten. A player written since, or with a write pending, is scheduled
+// again.
+func (o *Owner) expireDue(now time.Time) {
+	nowNanos := now.UnixNano()
+	nowSec := nowNanos / int64(time.Second)
+	var due []int64
+	for sec := range o.wheel {
+		if sec <= nowSec {
+			due = append(due, sec)
+		}
+	}
+	for _, sec := range due {
+		tokens := o.wheel[sec]
+		delete(o.wheel, sec)
+		for _, token := range tokens {
+			pl := o.players[token]
+			if pl == nil {
+				continue
+			}
+			pl.timed = false
+			if pl.writes > 0 || pl.queued != nil || pl.sentAt+int64(o.cfg.PlayerTTL) > nowNanos {
+				o.schedule(token, pl, nowSec)
+				continue
+			}
+			o.expire(pl)
+			delete(o.players, token)
+		}
+	}
 }
 
 func (o *Owner) needsFlush() bool {

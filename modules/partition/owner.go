@@ -1,7 +1,14 @@
 // Package partition runs partition owners: the single writer of one
 // partition's players and count shard. An owner loads its players, applies
-// the partition's events in stream order with revision-checked writes,
-// removes expired players, and flushes the partition's absolute counts.
+// the partition's events in stream order with fenced writes, removes players
+// whose TTL ran out, and flushes the partition's absolute counts.
+//
+// Expiry: the owner is the only writer of its players' keys, so it knows when
+// each key was last written and expires the player itself when the TTL has
+// run out; the bucket's own TTL deletes the key at the same moment. (Reading
+// the server's expiry markers instead means reading every player write back:
+// markers share the key's subject. Measured, that cut the owners' throughput
+// from 68,700 to 10,700 events/s on this machine.)
 package partition
 
 import (
@@ -42,9 +49,6 @@ type Snapshot struct {
 	// Shard is the stored count shard value (nil if none) and ShardRev its revision.
 	Shard    []byte
 	ShardRev uint64
-	// PlayersSeq is the players stream's last sequence before the load:
-	// expiry markers after it are read from the expiry feed.
-	PlayersSeq uint64
 }
 
 // Store is what an owner needs of the players bucket and count shards.
@@ -71,17 +75,10 @@ type EventMsg struct {
 	FromEdge bool
 }
 
-// Expiry is an expiry marker of a player key.
-type Expiry struct {
-	Token string
-	Seq   uint64
-}
-
-// Feed delivers a partition's events and expiry markers from a sequence on.
-// deliver may block; it is called from one goroutine per subscription.
+// Feed delivers a partition's events from a sequence on. deliver may block;
+// it is called from one goroutine per subscription.
 type Feed interface {
 	Events(ctx context.Context, p int, fromSeq uint64, deliver func(EventMsg)) (stop func(), err error)
-	Expiries(ctx context.Context, p int, fromSeq uint64, deliver func(Expiry)) (stop func(), err error)
 }
 
 // OwnerConfig tunes an owner.
@@ -104,11 +101,11 @@ type OwnerConfig struct {
 }
 
 type player struct {
-	st       domain.PlayerState
-	writes   uint32       // player writes in flight
-	queued   *queuedWrite // the write waiting to be sent, if any
-	writeRev uint64       // revision of the last acknowledged write (or as loaded)
-	sentAt   int64        // unix nanos when the latest write was sent (or the stored write time)
+	st     domain.PlayerState
+	writes uint32       // player writes in flight
+	queued *queuedWrite // the write waiting to be sent, if any
+	sentAt int64        // unix nanos when the latest write was sent (or the stored write time)
+	timed  bool         // the player is in the expiry wheel
 }
 
 // queuedWrite is a player write waiting to be sent or acknowledged; it
@@ -145,13 +142,15 @@ type Owner struct {
 	shardDirty    bool
 	flushedSeq    uint64 // applied sequence in the last acknowledged shard
 	loadedApplied uint64
-	expirySeq     uint64
 
-	inbox    chan func()
-	events   chan EventMsg
-	expiries chan Expiry
-	done     chan struct{}
-	err      error
+	// wheel holds each player once, under the second its TTL runs out at
+	// the time it was put there; a later write moves it when its turn comes.
+	wheel map[int64][]string
+
+	inbox  chan func()
+	events chan EventMsg
+	done   chan struct{}
+	err    error
 }
 
 // NewOwner prepares an owner of partition p. Nothing happens until Run.
@@ -168,10 +167,10 @@ func NewOwner(p int, cfg OwnerConfig, catalog *domain.Catalog, store Store, feed
 	return &Owner{
 		p: p, cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics,
 		log: log.With("partition", p), now: time.Now,
-		inbox:    make(chan func(), cfg.MaxInflight+64),
-		events:   make(chan EventMsg, 512),
-		expiries: make(chan Expiry, 256),
-		done:     make(chan struct{}),
+		inbox:  make(chan func(), cfg.MaxInflight+64),
+		events: make(chan EventMsg, 512),
+		done:   make(chan struct{}),
+		wheel:  map[int64][]string{},
 	}
 }
 
@@ -212,16 +211,6 @@ func (o *Owner) Run(ctx context.Context) error {
 
 	feedCtx, stopFeeds := context.WithCancel(context.Background())
 	defer stopFeeds()
-	stopExp, err := o.feed.Expiries(feedCtx, o.p, o.expirySeq+1, func(x Expiry) {
-		select {
-		case o.expiries <- x:
-		case <-o.done:
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("partition %d expiry feed: %w", o.p, err)
-	}
-	defer stopExp()
 	stopEv, err := o.feed.Events(feedCtx, o.p, o.loadedApplied+1, func(m EventMsg) {
 		select {
 		case o.events <- m:
@@ -252,7 +241,9 @@ func (o *Owner) load(ctx context.Context) error {
 				o.log.Warn("stored player unreadable; treated as absent", "token", sp.Token, "err", err)
 			}
 		}
-		o.players[sp.Token] = &player{st: st, writeRev: sp.Rev, sentAt: sp.Written.UnixNano()}
+		pl := &player{st: st, sentAt: sp.Written.UnixNano()}
+		o.players[sp.Token] = pl
+		o.schedule(sp.Token, pl, 0)
 		if st.Present {
 			o.counts.Add(st.Slot, 1)
 		}
@@ -267,7 +258,6 @@ func (o *Owner) load(ctx context.Context) error {
 	}
 	o.lastSeq = o.loadedApplied
 	o.flushedSeq = o.loadedApplied
-	o.expirySeq = snap.PlayersSeq
 	o.log.Info("partition loaded", "players", len(o.players), "applied_seq", o.loadedApplied, "fence", o.fence)
 	return nil
 }
