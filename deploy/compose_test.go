@@ -1,0 +1,372 @@
+// Package deploy_test validates the deployment files of the repository:
+// compose.yaml loads as `docker compose config` loads it (compose-go, the
+// library of docker compose v2) and is wired consistently with the NATS
+// configuration, the load balancer and the image; Taskfile.yml parses and
+// names the tasks users expect.
+package deploy_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/nats-io/nats-server/v2/server"
+	yaml "go.yaml.in/yaml/v4"
+)
+
+const root = ".." // the repository, from this package's directory
+
+// gamemodes services of the default profile and the role each runs (the
+// role is also its NATS user).
+var gamemodesServices = map[string]string{
+	"edge1": "edge", "edge2": "edge",
+	"worker1": "worker", "worker2": "worker",
+	"archiver": "archiver",
+}
+
+var natsServices = []string{"nats1", "nats2", "nats3"}
+
+func loadProject(t *testing.T, env []string, profiles ...string) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "compose.yaml")},
+		cli.WithWorkingDirectory(root),
+		cli.WithEnv(env), // not the OS environment: the defaults are under test
+		cli.WithProfiles(profiles),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("compose.yaml does not load: %v", err)
+	}
+	return p
+}
+
+func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
+	t.Helper()
+	s, ok := p.Services[name]
+	if !ok {
+		t.Fatalf("service %s missing (have %v)", name, p.ServiceNames())
+	}
+	return s
+}
+
+func env(s types.ServiceConfig, key string) string {
+	if v := s.Environment[key]; v != nil {
+		return *v
+	}
+	return ""
+}
+
+// flagValue returns the value after flag in a command, and whether it is there.
+func flagValue(cmd []string, flag string) (string, bool) {
+	i := slices.Index(cmd, flag)
+	if i < 0 || i+1 >= len(cmd) {
+		return "", false
+	}
+	return cmd[i+1], true
+}
+
+// bindSource returns the host path mounted on target, relative to the repository.
+func bindSource(t *testing.T, s types.ServiceConfig, target string) string {
+	t.Helper()
+	for _, v := range s.Volumes {
+		if v.Target == target {
+			if v.Type != types.VolumeTypeBind {
+				t.Fatalf("%s: %s is a %s mount, want a bind mount of a repository path", s.Name, target, v.Type)
+			}
+			abs, _ := filepath.Abs(root)
+			rel, err := filepath.Rel(abs, v.Source)
+			if err != nil || strings.HasPrefix(rel, "..") {
+				t.Fatalf("%s: %s mounts %s, outside the repository", s.Name, target, v.Source)
+			}
+			return rel
+		}
+	}
+	t.Fatalf("%s: nothing mounted on %s", s.Name, target)
+	return ""
+}
+
+// passwordVars lists the environment variables auth.conf takes passwords from.
+func passwordVars(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "nats/config/auth.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{} // user -> variable
+	re := regexp.MustCompile(`user:\s*(\w+)\s*(?:\n\s*|,\s*)password:\s*\$(\w+)`)
+	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+		vars[m[1]] = m[2]
+	}
+	if len(vars) != 6 {
+		t.Fatalf("auth.conf users with passwords: %v, want 6", vars)
+	}
+	return vars
+}
+
+func TestComposeServices(t *testing.T) {
+	p := loadProject(t, nil)
+	if p.Name != "gamemodes" {
+		t.Errorf("project name %q", p.Name)
+	}
+	want := []string{"archiver", "edge1", "edge2", "lb", "nats1", "nats2", "nats3", "postgres", "worker1", "worker2"}
+	got := slices.Sorted(func(yield func(string) bool) {
+		for name := range p.Services {
+			if !yield(name) {
+				return
+			}
+		}
+	})
+	if !slices.Equal(got, want) {
+		t.Fatalf("default services %v, want %v", got, want)
+	}
+	if _, ok := p.DisabledServices["single"]; !ok {
+		t.Errorf("service single should be in profile single only")
+	}
+	single := loadProject(t, nil, "single")
+	s := service(t, single, "single")
+	if v, _ := flagValue(s.Command, "--roles"); v != "" {
+		t.Errorf("single runs --roles %s, want every role (the default)", v)
+	}
+}
+
+func TestComposeGamemodesServices(t *testing.T) {
+	p := loadProject(t, nil)
+	pw := passwordVars(t)
+	nats1 := service(t, p, "nats1")
+	for name, role := range gamemodesServices {
+		t.Run(name, func(t *testing.T) {
+			s := service(t, p, name)
+			if s.Build == nil || s.Image != "gamemodes:local" {
+				t.Errorf("image %q build %v: want the repository's Dockerfile as gamemodes:local", s.Image, s.Build)
+			}
+			if len(s.Command) == 0 || s.Command[0] != "serve" {
+				t.Errorf("command %v: want serve", s.Command)
+			}
+			if v, _ := flagValue(s.Command, "--roles"); v != role {
+				t.Errorf("command %v: --roles %q, want %q", s.Command, v, role)
+			}
+			if v, _ := flagValue(s.Command, "--instance-id"); v != name {
+				t.Errorf("command %v: --instance-id %q, want %q", s.Command, v, name)
+			}
+			if env(s, "GAMEMODES_REPLICAS") != "3" {
+				t.Errorf("GAMEMODES_REPLICAS %q, want 3", env(s, "GAMEMODES_REPLICAS"))
+			}
+			// One URL per NATS node, each with this role's user and the
+			// password the NATS servers get.
+			urls := strings.Split(env(s, "GAMEMODES_NATS_URL"), ",")
+			var hosts []string
+			for _, raw := range urls {
+				u, err := url.Parse(raw)
+				if err != nil || u.Scheme != "nats" || u.Port() != "4222" {
+					t.Fatalf("NATS URL %q", raw)
+				}
+				hosts = append(hosts, u.Hostname())
+				pass, _ := u.User.Password()
+				if u.User.Username() != role || pass == "" || pass != env(nats1, pw[role]) {
+					t.Errorf("NATS URL %q: want user %s with the password of $%s (%q)", raw, role, pw[role], env(nats1, pw[role]))
+				}
+			}
+			if !slices.Equal(hosts, natsServices) {
+				t.Errorf("NATS hosts %v, want %v", hosts, natsServices)
+			}
+			if s.HealthCheck == nil || !slices.Contains(s.HealthCheck.Test, "http://127.0.0.1:8080/readyz") {
+				t.Errorf("healthcheck %v: want /readyz", s.HealthCheck)
+			}
+			for _, n := range natsServices {
+				if d, ok := s.DependsOn[n]; !ok || d.Condition != types.ServiceConditionHealthy {
+					t.Errorf("depends_on %s: %+v, want service_healthy", n, d)
+				}
+			}
+			if name != "edge1" {
+				// edge1 creates the topology with 3 replicas first.
+				if d := s.DependsOn["edge1"]; d.Condition != types.ServiceConditionHealthy {
+					t.Errorf("depends_on edge1: %+v, want service_healthy", d)
+				}
+			}
+		})
+	}
+	ar := service(t, p, "archiver")
+	pg, ok := flagValue(ar.Command, "--postgres-url")
+	if u, err := url.Parse(pg); !ok || err != nil || u.Hostname() != "postgres" {
+		t.Errorf("archiver --postgres-url %q: want the postgres service", pg)
+	} else if pass, _ := u.User.Password(); pass != env(service(t, p, "postgres"), "POSTGRES_PASSWORD") {
+		t.Errorf("archiver --postgres-url password differs from POSTGRES_PASSWORD")
+	}
+	if d := ar.DependsOn["postgres"]; d.Condition != types.ServiceConditionHealthy {
+		t.Errorf("archiver depends_on postgres: %+v", d)
+	}
+	if pg := service(t, p, "postgres"); !strings.HasPrefix(pg.Image, "postgres:15") || pg.HealthCheck == nil {
+		t.Errorf("postgres: image %q healthcheck %v", pg.Image, pg.HealthCheck)
+	}
+}
+
+// TestComposePasswordsFromEnvironment: a password set in the environment
+// reaches both the NATS servers and the role's URLs.
+func TestComposePasswordsFromEnvironment(t *testing.T) {
+	p := loadProject(t, []string{"WORKER_PASSWORD=s3cret", "GAME_SERVER_PASSWORD=gs-prod"})
+	if got := env(service(t, p, "nats2"), "WORKER_PASSWORD"); got != "s3cret" {
+		t.Errorf("nats2 WORKER_PASSWORD %q", got)
+	}
+	if got := env(service(t, p, "nats3"), "GAME_SERVER_PASSWORD"); got != "gs-prod" {
+		t.Errorf("nats3 GAME_SERVER_PASSWORD %q", got)
+	}
+	if u := env(service(t, p, "worker2"), "GAMEMODES_NATS_URL"); strings.Count(u, "worker:s3cret@") != 3 {
+		t.Errorf("worker2 NATS URL %q does not use WORKER_PASSWORD", u)
+	}
+}
+
+func TestComposeNATS(t *testing.T) {
+	p := loadProject(t, nil)
+	pw := passwordVars(t)
+	for i, name := range natsServices {
+		t.Run(name, func(t *testing.T) {
+			s := service(t, p, name)
+			if !strings.HasPrefix(s.Image, "nats:2.") {
+				t.Errorf("image %q", s.Image)
+			}
+			conf := fmt.Sprintf("/etc/nats/node%d.conf", i+1)
+			if !slices.Equal(s.Command, []string{"-c", conf}) {
+				t.Errorf("command %v, want -c %s", s.Command, conf)
+			}
+			dir := bindSource(t, s, "/etc/nats")
+			file := filepath.Join(root, dir, filepath.Base(conf))
+			if _, err := os.Stat(file); err != nil {
+				t.Fatalf("mounted config: %v", err)
+			}
+			found := false
+			for _, v := range s.Volumes {
+				found = found || (v.Target == "/data" && v.Type == types.VolumeTypeVolume)
+			}
+			if !found {
+				t.Errorf("no volume on /data (the JetStream store)")
+			}
+			for user, v := range pw {
+				if env(s, v) == "" {
+					t.Errorf("no %s for user %s", v, user)
+				}
+				t.Setenv(v, env(s, v))
+			}
+			// The file, as the container's nats-server reads it.
+			o, err := server.ProcessConfigFile(file)
+			if err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			if o.ServerName != name || o.StoreDir != "/data" || o.Port != 4222 || o.HTTPPort != 8222 {
+				t.Errorf("%s: name %q store %q port %d http %d", file, o.ServerName, o.StoreDir, o.Port, o.HTTPPort)
+			}
+			var routes []string
+			for _, r := range o.Routes {
+				routes = append(routes, r.Host)
+			}
+			if want := []string{"nats1:6222", "nats2:6222", "nats3:6222"}; !slices.Equal(routes, want) {
+				t.Errorf("%s: routes %v, want %v", file, routes, want)
+			}
+			if s.HealthCheck == nil || !strings.Contains(strings.Join(s.HealthCheck.Test, " "), ":8222/healthz") {
+				t.Errorf("healthcheck %v", s.HealthCheck)
+			}
+		})
+	}
+}
+
+func TestComposeLoadBalancer(t *testing.T) {
+	p := loadProject(t, nil)
+	lb := service(t, p, "lb")
+	if !strings.HasPrefix(lb.Image, "haproxy:") {
+		t.Fatalf("lb image %q", lb.Image)
+	}
+	published := false
+	for _, port := range lb.Ports {
+		published = published || (port.Published == "8080" && port.Target == 8080)
+	}
+	if !published {
+		t.Errorf("lb does not publish 8080: %+v", lb.Ports)
+	}
+	cfg := bindSource(t, lb, "/usr/local/etc/haproxy/haproxy.cfg")
+	b, err := os.ReadFile(filepath.Join(root, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	var servers []string
+	for _, m := range regexp.MustCompile(`(?m)^\s*server\s+\S+\s+(\S+):8080\b`).FindAllStringSubmatch(text, -1) {
+		servers = append(servers, m[1])
+	}
+	if !slices.Equal(servers, []string{"edge1", "edge2"}) {
+		t.Errorf("haproxy servers %v, want edge1 and edge2 on 8080", servers)
+	}
+	for _, want := range []string{"bind :8080", "option httpchk GET /readyz", "resolvers docker"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("haproxy.cfg lacks %q", want)
+		}
+	}
+}
+
+// TestDockerfileHealthcheck: the healthcheck the compose services run is built into the image.
+func TestDockerfileHealthcheck(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"./deploy/healthcheck", "/usr/local/bin/"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+}
+
+func TestTaskfile(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root, "Taskfile.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tf struct {
+		Version string
+		Tasks   map[string]struct {
+			Desc string
+			Cmds []any
+		}
+	}
+	if err := yaml.Unmarshal(b, &tf); err != nil {
+		t.Fatalf("Taskfile.yml: %v", err)
+	}
+	if tf.Version != "3" {
+		t.Errorf("version %q", tf.Version)
+	}
+	for _, name := range []string{"run", "build", "test", "test:race", "ci", "lint", "bench", "up", "down",
+		"cluster:nats", "cluster:up", "cluster:down", "cluster:status", "loadgen"} {
+		task, ok := tf.Tasks[name]
+		if !ok {
+			t.Errorf("task %s missing", name)
+			continue
+		}
+		if task.Desc == "" || len(task.Cmds) == 0 {
+			t.Errorf("task %s: no desc or cmds", name)
+		}
+	}
+	// The cluster tasks run deploy/cluster.sh with a subcommand it knows.
+	script, err := os.ReadFile(filepath.Join(root, "deploy/cluster.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, task := range tf.Tasks {
+		if !strings.HasPrefix(name, "cluster:") {
+			continue
+		}
+		cmd := fmt.Sprint(task.Cmds...)
+		m := regexp.MustCompile(`deploy/cluster\.sh (\w+)`).FindStringSubmatch(cmd)
+		if m == nil || !strings.Contains(string(script), "\n"+m[1]+")") {
+			t.Errorf("task %s: %q does not run a deploy/cluster.sh subcommand", name, cmd)
+		}
+	}
+}
