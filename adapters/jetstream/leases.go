@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gamemodes/gamemodes/modules/partition"
 	"github.com/gamemodes/gamemodes/nats/topology"
@@ -25,6 +26,7 @@ type Coordinator struct {
 
 	mu      sync.Mutex
 	members map[string]bool
+	listed  time.Time // when members was last listed from the bucket
 	held    map[int]partition.Lease
 	changed chan struct{}
 	stops   []func()
@@ -42,12 +44,14 @@ func NewCoordinator(ctx context.Context, js jetstream.JetStream, log *slog.Logge
 	}
 	c := &Coordinator{workers: workers, leases: leases, log: log,
 		members: map[string]bool{}, held: map[int]partition.Lease{}, changed: make(chan struct{}, 1)}
-	for bucket, apply := range map[string]func(kvChange){topology.WorkersBucket: c.applyWorker, topology.LeasesBucket: c.applyLease} {
+	for bucket, apply := range map[string]func(kvChange) bool{topology.WorkersBucket: c.applyWorker, topology.LeasesBucket: c.applyLease} {
 		stop, err := followBucket(ctx, js, bucket, func(ch kvChange) {
 			c.mu.Lock()
-			apply(ch)
+			changed := apply(ch)
 			c.mu.Unlock()
-			c.signal()
+			if changed {
+				c.signal()
+			}
 		}, func() {})
 		if err != nil {
 			c.Close()
@@ -58,24 +62,31 @@ func NewCoordinator(ctx context.Context, js jetstream.JetStream, log *slog.Logge
 	return c, nil
 }
 
-func (c *Coordinator) applyWorker(ch kvChange) {
+// applyWorker tracks the member set; heartbeats of known members are not
+// changes (signalling them would make every heartbeat wake every assigner).
+func (c *Coordinator) applyWorker(ch kvChange) bool {
+	had := c.members[ch.Key]
 	if ch.Deleted {
 		delete(c.members, ch.Key)
-	} else {
-		c.members[ch.Key] = true
+		return had
 	}
+	c.members[ch.Key] = true
+	return !had
 }
 
-func (c *Coordinator) applyLease(ch kvChange) {
+// applyLease tracks the leases; a renewal by the same owner is not a change.
+func (c *Coordinator) applyLease(ch kvChange) bool {
 	p, ok := topology.ParseShardKey(ch.Key)
 	if !ok {
-		return
+		return false
 	}
+	old, had := c.held[p]
 	if ch.Deleted {
 		delete(c.held, p)
-	} else {
-		c.held[p] = partition.Lease{Owner: string(ch.Value), Rev: ch.Rev}
+		return had
 	}
+	c.held[p] = partition.Lease{Owner: string(ch.Value), Rev: ch.Rev}
+	return !had || old.Owner != string(ch.Value)
 }
 
 func (c *Coordinator) signal() {
@@ -120,8 +131,22 @@ func (c *Coordinator) Leave(ctx context.Context, member string) error {
 	return nil
 }
 
-// Members lists the live members from the bucket.
+// Members lists the live members. The followed bucket answers between
+// listings; the bucket itself is listed at most once per membersRefresh
+// (a listing creates a consumer on the server), which also recovers from
+// a follow that missed a change.
 func (c *Coordinator) Members(ctx context.Context) ([]string, error) {
+	c.mu.Lock()
+	if time.Since(c.listed) < membersRefresh {
+		out := make([]string, 0, len(c.members))
+		for m := range c.members {
+			out = append(out, m)
+		}
+		c.mu.Unlock()
+		slices.Sort(out)
+		return out, nil
+	}
+	c.mu.Unlock()
 	lister, err := c.workers.ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
@@ -132,8 +157,18 @@ func (c *Coordinator) Members(ctx context.Context) ([]string, error) {
 		out = append(out, k)
 	}
 	slices.Sort(out)
+	c.mu.Lock()
+	c.listed = time.Now()
+	c.members = make(map[string]bool, len(out))
+	for _, m := range out {
+		c.members[m] = true
+	}
+	c.mu.Unlock()
 	return out, nil
 }
+
+// membersRefresh bounds how often Members lists the workers bucket.
+const membersRefresh = 2 * time.Second
 
 // Leases returns the current leases.
 func (c *Coordinator) Leases() map[int]partition.Lease {

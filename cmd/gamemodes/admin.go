@@ -88,7 +88,7 @@ func runRebuild(args []string, stdout, stderr io.Writer) int {
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		url = ns.ClientURL()
 	}
-	nc, err := connectNATS(url, cfg.InstanceID+"-rebuild", log)
+	nc, err := connectNATS(url, cfg.InstanceID+"-rebuild", cfg.NATSUser, cfg.NATSPassword, log)
 	if err != nil {
 		log.Error("connect", "err", err)
 		return 1

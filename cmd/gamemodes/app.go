@@ -60,7 +60,7 @@ func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
 			ns.WaitForShutdown()
 		}))
 	}
-	nc, err := connectNATS(url, cfg.InstanceID, log)
+	nc, err := connectNATS(url, cfg.InstanceID, cfg.NATSUser, cfg.NATSPassword, log)
 	if err != nil {
 		return nil, err
 	}
@@ -85,8 +85,12 @@ func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
 	return n, nil
 }
 
-func connectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
+func connectNATS(url, name, user, password string, log *slog.Logger) (*nats.Conn, error) {
+	var auth []nats.Option
+	if user != "" {
+		auth = append(auth, nats.UserInfo(user, password))
+	}
+	nc, err := nats.Connect(url, append(auth,
 		nats.Name("gamemodes "+name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
@@ -101,7 +105,7 @@ func connectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
 				subject = sub.Subject
 			}
 			log.Warn("NATS async error", "subject", subject, "err", err)
-		}),
+		}))...,
 	)
 	if err != nil {
 		return nil, fmt.Errorf("--nats-url %s: connect: %w", redact(url), err)

@@ -29,6 +29,8 @@ type Config struct {
 	NATSURL      string
 	NATSListen   string
 	NATSConfig   string
+	NATSUser     string
+	NATSPassword string
 	DataDir      string
 	PostgresURL  string
 	PlayerTTL    time.Duration
@@ -65,6 +67,8 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS server URL(s), comma separated; empty runs an embedded server")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	fs.StringVar(&c.NATSConfig, "nats-config", "", "nats-server configuration file for the embedded server (users, accounts)")
+	fs.StringVar(&c.NATSUser, "nats-user", "", "NATS user to connect as (or user:password@ in --nats-url)")
+	fs.StringVar(&c.NATSPassword, "nats-password", "", "password of --nats-user (prefer the GAMEMODES_NATS_PASSWORD environment variable)")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the embedded NATS server's JetStream store")
 	fs.StringVar(&c.PostgresURL, "postgres-url", "", "Postgres URL of the event archive (also DATABASE_URL); empty: the archiver waits")
 	fs.DurationVar(&c.PlayerTTL, "player-ttl", time.Hour, "how long a player stays counted without any event of theirs (Go duration)")

@@ -115,6 +115,7 @@ type Assigner struct {
 	leaving     map[int]chan struct{}
 	failing     bool // the last round could not reach the coordinator
 	lastMembers []string
+	renewed     time.Time // when heartbeat and leases were last renewed
 	stopped     sync.Once
 	stop        chan struct{}
 	done        chan struct{}
@@ -159,12 +160,19 @@ func (a *Assigner) step() {
 	defer cancel()
 	var firstErr error
 	failures := 0
-	if err := a.coord.Heartbeat(opCtx, a.id); err != nil {
-		firstErr = err
-		failures++
-	}
 	changed := false
+	renew := time.Since(a.renewed) >= a.interval
+	if renew {
+		a.renewed = time.Now()
+		if err := a.coord.Heartbeat(opCtx, a.id); err != nil {
+			firstErr = err
+			failures++
+		}
+	}
 	for p, rev := range a.held {
+		if !renew {
+			break
+		}
 		if _, leaving := a.leaving[p]; leaving {
 			continue
 		}
@@ -252,7 +260,11 @@ func (a *Assigner) step() {
 	}
 	slices.Sort(running)
 	a.worker.Ensure(running)
-	// Log coordination trouble once per change of state, not every round.
+	// Log coordination trouble once per change of state, not every round
+	// (judged on rounds that renew: the others touch the coordinator little).
+	if !renew {
+		return
+	}
 	if failures > 0 && !a.failing {
 		a.log.Warn("cannot reach the coordinator: heartbeat or lease operations failing", "failures", failures, "err", firstErr)
 	} else if failures == 0 && a.failing {

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// natsTarget publishes events directly to the service's JetStream, as game
+// servers do.
+type natsTarget struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+// dialNATS connects to url. maxPending bounds the asynchronous publishes
+// awaiting their acknowledgement; each times out after ackTimeout.
+func dialNATS(url string, maxPending int, ackTimeout time.Duration) (*natsTarget, error) {
+	nc, err := nats.Connect(url,
+		nats.Name("gamemodes-loadgen"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectBufSize(64<<20),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(maxPending+64),
+		jetstream.WithPublishAsyncTimeout(ackTimeout),
+		jetstream.WithDefaultTimeout(ackTimeout),
+	)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &natsTarget{nc: nc, js: js}, nil
+}
+
+// close drains and closes the connection.
+func (t *natsTarget) close() {
+	if err := t.nc.Drain(); err != nil {
+		t.nc.Close()
+	}
+}
+
+// message returns the JetStream message of an event: subject
+// gamemodes.events.<REGION>.<user token>, header Nats-Msg-Id = event_id.
+func message(subject, eventID string, body []byte) *nats.Msg {
+	return &nats.Msg{Subject: subject, Data: body, Header: nats.Header{jetstream.MsgIDHeader: []string{eventID}}}
+}
+
+// publishSync publishes one message and waits for its acknowledgement.
+func (t *natsTarget) publishSync(msg *nats.Msg, timeout time.Duration) (*jetstream.PubAck, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return t.js.PublishMsg(ctx, msg)
+}
+
+// natsErrorKey names a publish failure for the errors map.
+func natsErrorKey(err error) string {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return "nats:timeout"
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return "nats:no_responders"
+	case errors.Is(err, jetstream.ErrTooManyStalledMsgs):
+		return "nats:stalled"
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return "nats:disconnected"
+	case errors.As(err, &apiErr):
+		return "nats:api_" + strconv.Itoa(apiErr.Code)
+	}
+	return "nats:error"
+}
