@@ -44,6 +44,7 @@ type Config struct {
 	LogLevel     string
 	LogFormat    string
 	NoMigrate    bool
+	PprofAddr    string
 
 	catalog *domain.Catalog
 }
@@ -82,6 +83,7 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "json, text, or auto (JSON unless on a terminal)")
 	fs.BoolVar(&c.NoMigrate, "no-migrate", false, "do not apply database migrations at start")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty: off")
 	finish := func() error {
 		var err error
 		if c.Roles, err = parseRoles(*roles); err != nil {

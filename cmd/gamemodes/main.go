@@ -87,6 +87,8 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	log := newLogger(cfg, stderr)
 	slog.SetDefault(log)
+	tuneRuntime()
+	servePprof(cfg.PprofAddr, log)
 	app := fx.New(appOptions(cfg, log), fx.NopLogger, fx.StartTimeout(60*time.Second), fx.StopTimeout(20*time.Second))
 	if err := app.Err(); err != nil {
 		log.Error("cannot build the application", "err", err)
