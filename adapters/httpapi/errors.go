@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/ingest"
@@ -32,6 +33,19 @@ const (
 	CodeHeadersTooLarge = "headers_too_large"
 	// CodeInternal answers 500: an unexpected failure, logged and not detailed.
 	CodeInternal = "internal"
+	// CodeUnauthorized answers 401 with WWW-Authenticate: Bearer: the bearer
+	// token is missing, malformed, expired, badly signed or of an algorithm
+	// not accepted.
+	CodeUnauthorized = "unauthorized"
+	// CodeForbidden answers 403: a valid player token whose sub is not the
+	// event's user_id.
+	CodeForbidden = "forbidden"
+	// CodeRateLimited answers 429 with Retry-After: the user or the client
+	// address sends faster than its rate limit.
+	CodeRateLimited = "rate_limited"
+	// CodeOverloaded answers 503 with Retry-After: Config.MaxInflight events
+	// are being stored already.
+	CodeOverloaded = "overloaded"
 )
 
 // RetryAfterSeconds is the Retry-After value of a 503 unavailable answer.
@@ -50,21 +64,42 @@ type ErrorDetail struct {
 
 // apiError is an error answer decided by a handler.
 type apiError struct {
-	status  int
-	code    string
-	message string
+	status     int
+	code       string
+	message    string
+	retryAfter int // seconds for Retry-After; 0: RetryAfterSeconds on a 503, none otherwise
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.message }
 
-var errBodyTooLarge = &apiError{status: fiber.StatusRequestEntityTooLarge, code: CodeBodyTooLarge, message: "request body is too large"}
+var (
+	errBodyTooLarge = &apiError{status: fiber.StatusRequestEntityTooLarge, code: CodeBodyTooLarge, message: "request body is too large"}
+	errNoToken      = &apiError{status: fiber.StatusUnauthorized, code: CodeUnauthorized, message: "a bearer token is required (Authorization: Bearer <token>)"}
+	errBadToken     = &apiError{status: fiber.StatusUnauthorized, code: CodeUnauthorized, message: "the bearer token is invalid"}
+	errExpiredToken = &apiError{status: fiber.StatusUnauthorized, code: CodeUnauthorized, message: "the bearer token has expired"}
+	errForbidden    = &apiError{status: fiber.StatusForbidden, code: CodeForbidden, message: "the token may not report events for this user_id"}
+	errDisconnected = &apiError{status: fiber.StatusServiceUnavailable, code: CodeUnavailable, message: "the event stream is unavailable, retry later"}
+	errOverloaded   = &apiError{status: fiber.StatusServiceUnavailable, code: CodeOverloaded, message: "too many events in flight, retry later"}
+)
+
+// rateLimited is the 429 answer for a wait of d before the next request.
+func rateLimited(d time.Duration, message string) *apiError {
+	return &apiError{status: fiber.StatusTooManyRequests, code: CodeRateLimited, message: message, retryAfter: retryAfterSeconds(d)}
+}
 
 // handleError turns any error of a handler, of routing or of the HTTP
 // server itself (such as fasthttp's body limit) into the JSON error answer.
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	status, code, message := s.classify(c, err)
-	if status == fiber.StatusServiceUnavailable {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae) && ae.retryAfter > 0:
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ae.retryAfter))
+	case status == fiber.StatusServiceUnavailable:
 		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(RetryAfterSeconds))
+	}
+	if status == fiber.StatusUnauthorized {
+		c.Set(fiber.HeaderWWWAuthenticate, "Bearer")
 	}
 	return c.Status(status).JSON(ErrorBody{Error: ErrorDetail{Code: code, Message: message}})
 }

@@ -2,6 +2,15 @@
 // events from game clients (POST /api/v1/event), serves the lobby lists
 // (GET /api/v1/popular_game_modes), and exposes /healthz, /readyz and
 // /metrics. Every error answer is JSON {"error":{"code":"...","message":"..."}}.
+//
+// Protections, all configured by Config and off (or generous) by default:
+// bearer JWT authentication of POST /api/v1/event (Config.Auth: 401
+// unauthorized, 403 forbidden when a player reports for another user; GET
+// stays public), rate limits per user and per client address (429
+// rate_limited with Retry-After), a cap on events being stored at once (503
+// overloaded), the body and header sizes and the read, write and idle
+// timeouts. While the events stream's client is disconnected
+// (Deps.Connected) an event is refused at once with 503 unavailable.
 package httpapi
 
 import (
@@ -9,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"mime"
 	"net"
 	"strings"
@@ -54,6 +64,11 @@ const (
 	DefaultReadBufferSize = 16 << 10
 	// DefaultSubmitTimeout is the default time an event waits for the stream's acknowledgement.
 	DefaultSubmitTimeout = 5 * time.Second
+	// DefaultMaxInflight is the default cap on events being stored at once.
+	DefaultMaxInflight = 4096
+	// DefaultRateLimitKeys is the default number of users, and of client
+	// addresses, whose rate limit state is kept (least recently seen dropped first).
+	DefaultRateLimitKeys = 100_000
 )
 
 // EventSubmitter validates and durably stores one event body. It returns a
@@ -100,6 +115,47 @@ type Config struct {
 	// SubmitTimeout bounds how long an event waits for the stream's acknowledgement (default 5s);
 	// when it passes the answer is 503 unavailable.
 	SubmitTimeout time.Duration
+
+	// Auth verifies the bearer token of every POST /api/v1/event (see
+	// NewAuthenticator); nil, the default, turns authentication off. The
+	// GET routes stay public.
+	Auth *Authenticator
+
+	// UserRateLimit is the events per second accepted for one user (the
+	// canonical user_id of the body) on POST /api/v1/event, beyond which the
+	// answer is 429 rate_limited with Retry-After; 0, the default, is unlimited.
+	UserRateLimit float64
+	// UserRateBurst is how many events a user may send at once above
+	// UserRateLimit (default: UserRateLimit rounded up, at least 1).
+	UserRateBurst int
+	// AddrRateLimit is the requests per second accepted from one client
+	// address on the /api/v1 routes (IPv6 clients are counted per /64),
+	// beyond which the answer is 429 rate_limited with Retry-After; 0, the
+	// default, is unlimited. The address is the TCP peer's: behind a load
+	// balancer or reverse proxy that is the proxy's address, so every client
+	// would share one budget, unless the proxy is listed in TrustedProxies.
+	AddrRateLimit float64
+	// AddrRateBurst is how many requests a client address may send at once
+	// above AddrRateLimit (default: AddrRateLimit rounded up, at least 1).
+	AddrRateBurst int
+	// RateLimitKeys bounds the users, and separately the client addresses,
+	// whose rate limit state is kept (default 100000); the least recently
+	// seen are dropped first, and keys idle for a minute (or for twice the
+	// time their bucket takes to refill, if longer) are dropped as well.
+	RateLimitKeys int
+	// TrustedProxies lists the addresses and CIDR ranges of the load
+	// balancers or reverse proxies in front of the edge. A request from one
+	// of them is attributed to the client named in its X-Forwarded-For
+	// header: the rightmost entry that is not itself a trusted proxy (the
+	// entries left of it are written by the client and can be forged).
+	// Empty, the default, means the TCP peer is the client and
+	// X-Forwarded-For is ignored.
+	TrustedProxies []string
+
+	// MaxInflight caps the events being stored at once (default 4096);
+	// beyond it POST /api/v1/event answers 503 overloaded with Retry-After
+	// at once, without queueing. A negative value means no cap.
+	MaxInflight int
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -125,7 +181,48 @@ func (c Config) WithDefaults() Config {
 	if c.SubmitTimeout <= 0 {
 		c.SubmitTimeout = DefaultSubmitTimeout
 	}
+	if c.UserRateLimit > 0 && c.UserRateBurst <= 0 {
+		c.UserRateBurst = defaultBurst(c.UserRateLimit)
+	}
+	if c.AddrRateLimit > 0 && c.AddrRateBurst <= 0 {
+		c.AddrRateBurst = defaultBurst(c.AddrRateLimit)
+	}
+	if c.RateLimitKeys <= 0 {
+		c.RateLimitKeys = DefaultRateLimitKeys
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
 	return c
+}
+
+func defaultBurst(perSecond float64) int {
+	if perSecond >= math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return max(1, int(math.Ceil(perSecond)))
+}
+
+// Validate reports settings New cannot use: a negative, infinite or NaN
+// rate limit, or a TrustedProxies entry that is neither an IP address nor
+// a CIDR range. New ignores such settings (logging them): call Validate
+// first to refuse them.
+func (c Config) Validate() error {
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"user rate limit", c.UserRateLimit}, {"address rate limit", c.AddrRateLimit}} {
+		if r.v < 0 || math.IsNaN(r.v) || math.IsInf(r.v, 0) {
+			return fmt.Errorf("httpapi: %s %v: must be a finite number >= 0 (0 = unlimited)", r.name, r.v)
+		}
+	}
+	if c.UserRateBurst < 0 || c.AddrRateBurst < 0 {
+		return errors.New("httpapi: a rate limit burst must be >= 0 (0 = default)")
+	}
+	if _, err := parseProxies(c.TrustedProxies); err != nil {
+		return fmt.Errorf("httpapi: trusted proxies: %w", err)
+	}
+	return nil
 }
 
 // Deps are the capabilities the HTTP edge serves.
@@ -140,6 +237,16 @@ type Deps struct {
 	Gatherer prometheus.Gatherer
 	// Logger receives internal errors; nil means slog.Default().
 	Logger *slog.Logger
+	// Connected reports whether the events stream's client is connected
+	// (for example nats.Conn.IsConnected); nil means always. While it
+	// reports false, POST /api/v1/event answers 503 unavailable with
+	// Retry-After at once instead of waiting SubmitTimeout for an
+	// acknowledgement that cannot come, and /readyz answers 503.
+	Connected func() bool
+	// Registerer receives the edge's own metrics (requests refused by
+	// authentication, limits and outages; events being stored); nil means
+	// they are not registered.
+	Registerer prometheus.Registerer
 }
 
 // Server is the fiber HTTP edge. Create it with New, start it with Listen
@@ -151,6 +258,13 @@ type Server struct {
 	lobby     LobbyLists
 	readiness Readiness
 	log       *slog.Logger
+	connected func() bool
+	auth      *Authenticator
+	userLim   *keyedLimiter // nil: no per-user limit
+	addrLim   *keyedLimiter // nil: no per-address limit
+	proxies   proxySet
+	inflight  atomic.Int64
+	metrics   *metrics
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -169,15 +283,27 @@ func New(cfg Config, deps Deps) *Server {
 		lobby:     deps.Lobby,
 		readiness: deps.Readiness,
 		log:       deps.Logger,
+		connected: deps.Connected,
+		auth:      cfg.Auth,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.metrics = newMetrics(deps.Registerer, &s.inflight, s.log)
 	gatherer := deps.Gatherer
 	if gatherer == nil {
 		gatherer = prometheus.DefaultGatherer
 	}
-	s.app = fiber.New(fiber.Config{
+	if err := cfg.Validate(); err != nil {
+		s.log.Error("invalid HTTP settings ignored", "err", err)
+	}
+	if cfg.UserRateLimit > 0 && !math.IsInf(cfg.UserRateLimit, 0) {
+		s.userLim = newKeyedLimiter(cfg.UserRateLimit, cfg.UserRateBurst, cfg.RateLimitKeys)
+	}
+	if cfg.AddrRateLimit > 0 && !math.IsInf(cfg.AddrRateLimit, 0) {
+		s.addrLim = newKeyedLimiter(cfg.AddrRateLimit, cfg.AddrRateBurst, cfg.RateLimitKeys)
+	}
+	fcfg := fiber.Config{
 		BodyLimit:             cfg.BodyLimit,
 		ReadTimeout:           cfg.ReadTimeout,
 		WriteTimeout:          cfg.WriteTimeout,
@@ -186,13 +312,27 @@ func New(cfg Config, deps Deps) *Server {
 		ErrorHandler:          s.handleError,
 		DisableStartupMessage: true,
 		AppName:               "gamemodes",
-	})
+	}
+	if ps, err := parseProxies(cfg.TrustedProxies); err == nil && len(ps.prefixes) > 0 {
+		s.proxies = ps
+		// c.IP() then names the client too (its leftmost valid address);
+		// the rate limits use clientAddr, which cannot be forged.
+		fcfg.EnableTrustedProxyCheck = true
+		fcfg.TrustedProxies = cfg.TrustedProxies
+		fcfg.ProxyHeader = fiber.HeaderXForwardedFor
+		fcfg.EnableIPValidation = true
+	}
+	s.app = fiber.New(fcfg)
 	s.app.Use(fiberrecover.New())
+	var api []fiber.Handler
+	if s.addrLim != nil {
+		api = append(api, s.limitAddr)
+	}
 	if deps.Events != nil {
-		s.app.Post(PathEvent, s.postEvent)
+		s.app.Post(PathEvent, append(api, s.postEvent)...)
 	}
 	if deps.Lobby != nil {
-		s.app.Get(PathPopular, s.getPopular)
+		s.app.Get(PathPopular, append(api, s.getPopular)...)
 	}
 	s.app.Get(PathHealthz, s.getHealthz)
 	s.app.Get(PathReadyz, s.getReadyz)
@@ -272,7 +412,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// postEvent checks, in order: the bearer token (401, before anything about
+// the body is said), the media type and size, the token's right to report
+// for the body's user_id (403), the user's rate limit (429), the stream's
+// connection (503 unavailable) and the in-flight cap (503 overloaded); then
+// it stores the event. A refused request stores nothing.
 func (s *Server) postEvent(c *fiber.Ctx) error {
+	var claims *Claims
+	if s.auth != nil {
+		var err error
+		if claims, err = s.authenticate(c); err != nil {
+			return err
+		}
+	}
 	if !isJSON(c.Get(fiber.HeaderContentType)) {
 		return &apiError{status: fiber.StatusUnsupportedMediaType, code: CodeUnsupportedMediaType, message: "Content-Type must be application/json"}
 	}
@@ -284,6 +436,32 @@ func (s *Server) postEvent(c *fiber.Ctx) error {
 	if len(body) > s.cfg.BodyLimit {
 		return errBodyTooLarge
 	}
+	if claims != nil || s.userLim != nil {
+		userID, err := bodyUserID(body)
+		if err != nil {
+			s.metrics.refuse(reasonInvalidBody)
+			return err
+		}
+		if claims != nil && !claims.MayReportFor(userID) {
+			s.metrics.refuse(reasonForbidden)
+			return errForbidden
+		}
+		if s.userLim != nil {
+			if ok, wait := s.userLim.allow(userID, time.Now()); !ok {
+				s.metrics.refuse(reasonUserRate)
+				return rateLimited(wait, "too many events for this user_id")
+			}
+		}
+	}
+	if s.connected != nil && !s.connected() {
+		s.metrics.refuse(reasonDisconnected)
+		return errDisconnected
+	}
+	if !s.acquire() {
+		s.metrics.refuse(reasonOverloaded)
+		return errOverloaded
+	}
+	defer s.inflight.Add(-1)
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.SubmitTimeout)
 	defer cancel()
 	receipt, err := s.events.Submit(ctx, body)
@@ -322,6 +500,9 @@ func (s *Server) getReadyz(c *fiber.Ctx) error {
 		if err := s.readiness.Ready(); err != nil {
 			return c.Status(fiber.StatusServiceUnavailable).JSON(notReady{Status: "not_ready", Reason: err.Error()})
 		}
+	}
+	if s.connected != nil && !s.connected() {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(notReady{Status: "not_ready", Reason: "the events stream (NATS) is not connected"})
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(bodyReady)

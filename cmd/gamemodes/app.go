@@ -173,7 +173,8 @@ func appOptions(cfg Config, log *slog.Logger) fx.Option {
 	}
 	// Every process serves /healthz, /readyz and /metrics; edges also the API.
 	opts = append(opts,
-		fx.Supply(httpapi.Config{Addr: cfg.HTTPAddr}),
+		fx.Provide(func(log *slog.Logger) (httpapi.Config, error) { return httpConfig(cfg, log) }),
+		fx.Provide(func(n *NATS) httpapi.ConnectedFunc { return n.Conn.IsConnected }),
 		fx.Provide(fx.Annotate(func(r readiness) readiness { return r }, fx.As(new(httpapi.Readiness)))),
 		httpapi.Module,
 	)
@@ -278,4 +279,25 @@ func archiverModule(cfg Config) fx.Option {
 		),
 		archive.Module,
 	)
+}
+
+// httpConfig builds the HTTP server settings: authentication and limits.
+func httpConfig(cfg Config, log *slog.Logger) (httpapi.Config, error) {
+	auth, err := httpapi.NewAuthenticator(httpapi.AuthConfig{SecretFile: cfg.JWTSecretFile, PublicKeyFile: cfg.JWTPublicKeyFile})
+	if err != nil {
+		return httpapi.Config{}, fmt.Errorf("--jwt-secret-file/--jwt-public-key-file: %w", err)
+	}
+	if auth != nil {
+		log.Info("authentication of POST /api/v1/event on", "algorithms", auth.Algorithms())
+	}
+	hc := httpapi.Config{
+		Addr: cfg.HTTPAddr, Auth: auth,
+		UserRateLimit: cfg.RateLimitUser, UserRateBurst: cfg.RateBurstUser,
+		AddrRateLimit: cfg.RateLimitAddr, AddrRateBurst: cfg.RateBurstAddr,
+		TrustedProxies: cfg.TrustedProxies, MaxInflight: cfg.MaxInflight,
+	}
+	if err := hc.Validate(); err != nil {
+		return httpapi.Config{}, fmt.Errorf("HTTP limits: %w", err)
+	}
+	return hc, nil
 }

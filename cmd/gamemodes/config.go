@@ -46,6 +46,15 @@ type Config struct {
 	NoMigrate    bool
 	PprofAddr    string
 
+	JWTSecretFile    string
+	JWTPublicKeyFile string
+	RateLimitUser    float64
+	RateBurstUser    int
+	RateLimitAddr    float64
+	RateBurstAddr    int
+	TrustedProxies   []string
+	MaxInflight      int
+
 	catalog *domain.Catalog
 }
 
@@ -83,6 +92,14 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "json, text, or auto (JSON unless on a terminal)")
 	fs.BoolVar(&c.NoMigrate, "no-migrate", false, "do not apply database migrations at start")
+	fs.StringVar(&c.JWTSecretFile, "jwt-secret-file", "", "file holding the HS256 secret of reporter tokens (at least 32 bytes); turns authentication of POST /api/v1/event on")
+	fs.StringVar(&c.JWTPublicKeyFile, "jwt-public-key-file", "", "PEM public key (RS256 or EdDSA) of reporter tokens; turns authentication of POST /api/v1/event on")
+	fs.Float64Var(&c.RateLimitUser, "rate-limit-user", 0, "events per second per user_id (0: unlimited)")
+	fs.IntVar(&c.RateBurstUser, "rate-burst-user", 0, "burst of --rate-limit-user (default: the rate, at least 1)")
+	fs.Float64Var(&c.RateLimitAddr, "rate-limit-addr", 0, "API requests per second per client address (0: unlimited)")
+	fs.IntVar(&c.RateBurstAddr, "rate-burst-addr", 0, "burst of --rate-limit-addr (default: the rate, at least 1)")
+	trusted := fs.String("trusted-proxies", "", "comma list of load balancer IPs or CIDRs whose X-Forwarded-For is believed")
+	fs.IntVar(&c.MaxInflight, "max-inflight", 0, "events being stored at once before POST answers 503 overloaded (0: 4096, negative: no cap)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty: off")
 	finish := func() error {
 		var err error
@@ -95,6 +112,7 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 			c.PostgresURL = os.Getenv("DATABASE_URL")
 		}
 		c.Regions = domain.ParseRegions(*regions)
+		c.TrustedProxies = domain.ParseRegions(*trusted) // a comma list
 		if c.GameModes, err = domain.ParseGameModes(*modes); err != nil {
 			return fmt.Errorf("--game-modes: %w", err)
 		}

@@ -115,6 +115,9 @@ func main() { os.Exit(mainExit(os.Args[1:])) }
 
 // mainExit runs the command and returns its exit status.
 func mainExit(args []string) int {
+	if len(args) > 0 && args[0] == "populate" {
+		return populate(args[1:], os.Stdout, os.Stderr)
+	}
 	cfg, err := parseConfig(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The standard benchmark scenarios of docs/benchmarks.md, against
+# `gamemodes serve` (all roles, embedded NATS) with the archive on, on this
+# machine. Everything runs on loopback.
+#
+#   scripts/bench.sh [scenario...]     scenarios: http read mixed nats resident (default: all but resident)
+#
+# Environment: RUNS (3), DURATION (60s), MIXED_RATE (15000 operations/s),
+# PLAYERS (100000), RESIDENT (10000000), OUT (data/bench/<time>),
+# GAMEMODES_TEST_DATABASE_URL (admin URL of a Postgres; a database
+# gamemodes_bench is recreated for every run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-60s}
+MIXED_RATE=${MIXED_RATE:-15000}
+PLAYERS=${PLAYERS:-100000}
+RESIDENT=${RESIDENT:-10000000}
+OUT=${OUT:-data/bench/$(date -u +%Y%m%dT%H%M%SZ)}
+PG_ADMIN=${GAMEMODES_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
+PG_BENCH=${PG_ADMIN/\/postgres\?/\/gamemodes_bench?}
+HTTP=127.0.0.1:18480
+NATS=127.0.0.1:18422
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(http read mixed nats)
+
+mkdir -p "$OUT" bin
+go build -o bin/gamemodes ./cmd/gamemodes
+go build -o bin/loadgen ./cmd/loadgen
+echo "bench: results in $OUT" >&2
+
+svc_pid=""
+start_service() { # $1: log name
+  psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS gamemodes_bench WITH (FORCE)" -c "CREATE DATABASE gamemodes_bench" >/dev/null
+  rm -rf "$OUT/data"
+  bin/gamemodes serve --http-addr "$HTTP" --nats-listen "$NATS" --data-dir "$OUT/data" \
+    --postgres-url "$PG_BENCH" --log-format json >"$OUT/$1.service.log" 2>&1 &
+  svc_pid=$!
+  for _ in $(seq 1 300); do
+    curl -fsS "http://$HTTP/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "bench: service not ready" >&2; return 1
+}
+stop_service() {
+  [ -n "$svc_pid" ] || return 0
+  kill -TERM "$svc_pid" 2>/dev/null || true
+  wait "$svc_pid" 2>/dev/null || true
+  svc_pid=""
+}
+trap stop_service EXIT
+
+# sample_lag writes the archive lag and the service's CPU and memory every second.
+sample() { # $1: file
+  while kill -0 "$svc_pid" 2>/dev/null; do
+    lag=$(curl -fsS "http://$HTTP/metrics" 2>/dev/null | awk '/^gamemodes_archive_lag_messages /{print $2}')
+    rss=$(awk '/VmRSS/{print $2}' /proc/"$svc_pid"/status 2>/dev/null)
+    ticks=$(awk '{print $14+$15}' /proc/"$svc_pid"/stat 2>/dev/null)
+    echo "$(date +%s) lag=${lag:-?} rss_kb=${rss:-?} cpu_ticks=${ticks:-?}"
+    sleep 1
+  done >"$1"
+}
+
+run_scenario() { # $1: name, $2: run number, rest: loadgen args
+  local name=$1 run=$2; shift 2
+  start_service "$name.$run"
+  sample "$OUT/$name.$run.samples" & local sampler=$!
+  bin/loadgen --http-url "http://$HTTP" --nats-url "nats://$NATS" --players "$PLAYERS" --progress-every 10s "$@" \
+    >"$OUT/$name.$run.json" 2>"$OUT/$name.$run.err" || echo "bench: $name run $run exited $?" >&2
+  # The archive must catch up: wait for lag 0 (at most 2 minutes).
+  for _ in $(seq 1 120); do
+    lag=$(curl -fsS "http://$HTTP/metrics" | awk '/^gamemodes_archive_lag_messages /{print $2}')
+    [ "${lag:-1}" = "0" ] && break
+    sleep 1
+  done
+  rows=$(psql -tAq "$PG_BENCH" -c "SELECT count(*) FROM event")
+  echo "{\"archived_rows\":$rows,\"archive_lag_after\":${lag:-null}}" >"$OUT/$name.$run.archive.json"
+  kill "$sampler" 2>/dev/null || true
+  stop_service
+  tail -1 "$OUT/$name.$run.json" >&2
+}
+
+for s in "${scenarios[@]}"; do
+  for run in $(seq 1 "$RUNS"); do
+    case $s in
+      http)  run_scenario http "$run" --mode http --concurrency 64 --duration "$DURATION" ;;
+      read)  run_scenario read "$run" --mode read --concurrency 64 --duration "$DURATION" ;;
+      mixed) run_scenario mixed "$run" --mode mixed --rate "$MIXED_RATE" --read-ratio 2 --concurrency 128 --duration "$DURATION" ;;
+      nats)  run_scenario nats "$run" --mode nats --max-pending 8192 --duration "$DURATION" ;;
+      resident)
+        start_service "resident.$run"
+        bin/loadgen populate --nats-url "nats://$NATS" --http-url "http://$HTTP" --players "$RESIDENT" \
+          >"$OUT/resident.$run.json" 2>"$OUT/resident.$run.err" || echo "bench: populate exited $?" >&2
+        rss=$(awk '/VmRSS/{print $2}' /proc/"$svc_pid"/status)
+        stop_service
+        # Reload: a fresh process loads every partition from the store.
+        t0=$(date +%s.%N)
+        bin/gamemodes serve --http-addr "$HTTP" --nats-listen "$NATS" --data-dir "$OUT/data" \
+          --postgres-url "$PG_BENCH" --log-format json >"$OUT/resident.$run.reload.log" 2>&1 &
+        svc_pid=$!
+        for _ in $(seq 1 1200); do
+          loaded=$(grep -c '"partition loaded"' "$OUT/resident.$run.reload.log" || true)
+          [ "$loaded" -ge 32 ] && break
+          sleep 0.1
+        done
+        t1=$(date +%s.%N)
+        rss2=$(awk '/VmRSS/{print $2}' /proc/"$svc_pid"/status)
+        echo "{\"players\":$RESIDENT,\"rss_kb_after_populate\":$rss,\"rss_kb_after_reload\":$rss2,\"bytes_per_player\":$(( rss2 * 1024 / RESIDENT )),\"reload_seconds\":$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')}" \
+          | tee "$OUT/resident.$run.reload.json" >&2
+        stop_service
+        ;;
+      *) echo "bench: unknown scenario $s" >&2; exit 2 ;;
+    esac
+  done
+done
