@@ -12,22 +12,23 @@ import (
 
 // ShardSink receives count-shard changes (the lobby view).
 type ShardSink interface {
-	SetShard(partition int, shard domain.Shard)
+	SetShard(partition int, counts domain.Counts)
 	DeleteShard(partition int)
 	MarkSynced()
 }
 
 // ShardWatcher feeds every count-shard change of the counts bucket to a sink.
 type ShardWatcher struct {
-	js   jetstream.JetStream
-	sink ShardSink
-	log  *slog.Logger
-	stop func()
+	js      jetstream.JetStream
+	catalog *domain.Catalog
+	sink    ShardSink
+	log     *slog.Logger
+	stop    func()
 }
 
 // NewShardWatcher returns a watcher; nothing happens until Start.
-func NewShardWatcher(js jetstream.JetStream, sink ShardSink, log *slog.Logger) *ShardWatcher {
-	return &ShardWatcher{js: js, sink: sink, log: log}
+func NewShardWatcher(js jetstream.JetStream, catalog *domain.Catalog, sink ShardSink, log *slog.Logger) *ShardWatcher {
+	return &ShardWatcher{js: js, catalog: catalog, sink: sink, log: log}
 }
 
 // Start begins following the counts bucket in the background. The sink is
@@ -50,12 +51,12 @@ func (w *ShardWatcher) apply(c kvChange) {
 		w.sink.DeleteShard(p)
 		return
 	}
-	s, err := domain.UnmarshalShard(c.Value)
+	_, counts, _, err := w.catalog.DecodeShard(c.Value)
 	if err != nil {
 		w.log.Warn("count shard unreadable", "key", c.Key, "err", err)
 		return
 	}
-	w.sink.SetShard(p, s)
+	w.sink.SetShard(p, counts)
 }
 
 // Stop ends the watch.

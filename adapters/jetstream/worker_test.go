@@ -2,7 +2,6 @@ package jetstream_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -59,7 +58,7 @@ func newStack(t testing.TB, url string, ttl time.Duration, partitions int) *stac
 	s.events = ingest.NewMetrics(reg)
 	s.metrics = partition.NewMetrics(reg, s.events)
 	s.view = lobby.NewView(s.catalog, nil)
-	w := jsadapter.NewShardWatcher(js, s.view, quietLog())
+	w := jsadapter.NewShardWatcher(js, s.catalog, s.view, quietLog())
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +180,7 @@ func (s *stack) describeShards() string {
 	out := ""
 	for p := 0; p < s.topo.Partitions; p++ {
 		sh := shardOf(s.t, s.js, p)
-		out += fmt.Sprintf("\n  p%d owner=%s applied=%d US=%v", p, sh.Owner, sh.AppliedSeq, sh.Counts["US"])
+		out += fmt.Sprintf("\n  p%d owner=%s applied=%d", p, sh.Owner, sh.AppliedSeq)
 	}
 	return out
 }
@@ -549,7 +548,7 @@ func shardOwner(t testing.TB, js jetstream.JetStream, p int) string {
 	return shardOf(t, js, p).Owner
 }
 
-func shardOf(t testing.TB, js jetstream.JetStream, p int) domain.Shard {
+func shardOf(t testing.TB, js jetstream.JetStream, p int) domain.ShardHeader {
 	t.Helper()
 	kv, err := js.KeyValue(context.Background(), topology.CountsBucket)
 	if err != nil {
@@ -557,13 +556,14 @@ func shardOf(t testing.TB, js jetstream.JetStream, p int) domain.Shard {
 	}
 	e, err := kv.Get(context.Background(), topology.ShardKey(p))
 	if err != nil {
-		return domain.Shard{}
+		return domain.ShardHeader{}
 	}
-	var sh domain.Shard
-	if err := json.Unmarshal(e.Value(), &sh); err != nil {
+	// Any catalog reads the header.
+	h, _, _, err := domain.DefaultCatalog().DecodeShard(e.Value())
+	if err != nil {
 		t.Fatal(err)
 	}
-	return sh
+	return h
 }
 
 var _ = nats.Connect

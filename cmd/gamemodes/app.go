@@ -200,7 +200,7 @@ var workerModule = fx.Module("worker",
 		log = log.With("component", "worker")
 		w := partition.NewWorker(partition.OwnerConfig{
 			OwnerID: cfg.InstanceID, Partitions: n.Topology.Partitions, PlayerTTL: n.Topology.PlayerTTL,
-			MaxInflight: store.MaxInflightWrites(),
+			MaxInflight: store.MaxInflightWrites(), FlushInterval: cfg.FlushEvery,
 		}, catalog, store, jsadapter.NewPartitionFeed(n.JS), m, log)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -230,7 +230,7 @@ var edgeModule = fx.Module("edge",
 		fx.Annotate(func(v *lobby.View) *lobby.View { return v }, fx.As(new(httpapi.LobbyLists))),
 	),
 	fx.Invoke(func(lc fx.Lifecycle, n *NATS, v *lobby.View, log *slog.Logger) {
-		w := jsadapter.NewShardWatcher(n.JS, v, log.With("component", "lobby"))
+		w := jsadapter.NewShardWatcher(n.JS, v.Catalog(), v, log.With("component", "lobby"))
 		lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
 	}),
 )

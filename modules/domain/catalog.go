@@ -29,6 +29,7 @@ type Catalog struct {
 	regionIndex map[string]int
 	modes       []int
 	modeIndex   map[int]int
+	keyCache    string // regions and modes as written in compact shards
 }
 
 // NewCatalog validates and indexes regions and game modes. Region names must
@@ -66,6 +67,7 @@ func NewCatalog(regions []string, modes []int) (*Catalog, error) {
 		c.modeIndex[m] = len(c.modes)
 		c.modes = append(c.modes, m)
 	}
+	c.keyCache = c.key()
 	return c, nil
 }
 

@@ -164,3 +164,42 @@ func TestUnmarshalShardRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestCompactShardRoundTrip(t *testing.T) {
+	c := MustCatalog([]string{"US", "EU", "BR"}, []int{1, 2, 5})
+	counts := NewCounts(c)
+	counts.Add(Slot{0, 0}, 7)
+	counts.Add(Slot{2, 2}, 123456789)
+	counts.Add(Slot{1, 1}, -1) // transient negatives must survive too
+	b := c.EncodeShard(ShardHeader{Partition: 9, Owner: "host-1", AppliedSeq: 42}, counts)
+	h, got, dropped, err := c.DecodeShard(b)
+	if err != nil || dropped != 0 || h != (ShardHeader{Partition: 9, Owner: "host-1", AppliedSeq: 42}) || !got.Equal(counts) {
+		t.Fatalf("round trip of %q: %+v %v dropped %d err %v", b, h, got.v, dropped, err)
+	}
+	// Another process's catalog (modes sorted: 1, 5): counts are mapped by name, unknown slots dropped.
+	other := MustCatalog([]string{"BR", "US", "JP"}, []int{5, 1})
+	_, got, dropped, err = other.DecodeShard(b)
+	if err != nil || dropped != 1 || got.Get(Slot{1, 0}) != 7 || got.Get(Slot{0, 1}) != 123456789 {
+		t.Fatalf("mapped decode: %v dropped %d err %v", got.v, dropped, err)
+	}
+	for _, bad := range []string{"", "gms1 1 2", "gms1 x 2 o\nUS|1\n1", "gms1 1 2 o\nUS|1\n1,2", "gms1 1 2 o\nUS|1\nx", "json{}"} {
+		if _, _, _, err := c.DecodeShard([]byte(bad)); err == nil {
+			t.Errorf("DecodeShard(%q) accepted", bad)
+		}
+	}
+}
+
+func BenchmarkDecodeShard(b *testing.B) {
+	c := DefaultCatalog()
+	counts := NewCounts(c)
+	for i := range counts.v {
+		counts.v[i] = int64(i * 1000)
+	}
+	enc := c.EncodeShard(ShardHeader{Partition: 3, Owner: "w", AppliedSeq: 99}, counts)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, _, err := c.DecodeShard(enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -22,7 +22,9 @@ type View struct {
 	shards map[int]domain.Counts
 	totals domain.Counts
 
-	// lists holds per region index the encoded answer of GET popular_game_modes.
+	// lists holds per region index the encoded answer of GET
+	// popular_game_modes, nil when a change made it stale: it is encoded
+	// again by the next read, so a burst of shard changes costs one encoding.
 	lists      []atomic.Pointer[[]byte]
 	synced     atomic.Bool
 	lastChange atomic.Int64 // unix nanos of the last applied shard change
@@ -38,9 +40,6 @@ func NewView(catalog *domain.Catalog, reg prometheus.Registerer) *View {
 		totals:  domain.NewCounts(catalog),
 		lists:   make([]atomic.Pointer[[]byte], catalog.NumRegions()),
 		changed: make(chan struct{}),
-	}
-	for r := range v.lists {
-		v.publish(r)
 	}
 	v.lastChange.Store(time.Now().UnixNano())
 	if reg != nil {
@@ -61,9 +60,9 @@ func NewView(catalog *domain.Catalog, reg prometheus.Registerer) *View {
 	return v
 }
 
-// SetShard replaces a partition's counts with a shard's.
-func (v *View) SetShard(partition int, shard domain.Shard) {
-	counts, _ := v.catalog.CountsOf(shard)
+// SetShard replaces a partition's counts (the view keeps counts; do not
+// modify them afterwards).
+func (v *View) SetShard(partition int, counts domain.Counts) {
 	v.mu.Lock()
 	old, had := v.shards[partition]
 	v.shards[partition] = counts
@@ -102,7 +101,7 @@ func (v *View) applyDiff(old domain.Counts, hadOld bool, cur domain.Counts, hasN
 			}
 		}
 		if regionChanged {
-			v.publish(r)
+			v.lists[r].Store(nil)
 			changed = true
 		}
 	}
@@ -120,10 +119,14 @@ type answer struct {
 	GameModes []domain.ModeCount `json:"game_modes"`
 }
 
-func (v *View) publish(r int) {
+// encode builds region r's answer from the totals; callers hold mu.
+func (v *View) encode(r int) *[]byte {
 	b, _ := json.Marshal(answer{Region: v.catalog.Region(r), GameModes: v.catalog.Rank(v.totals.Region(r))})
-	v.lists[r].Store(&b)
+	return &b
 }
+
+// Catalog is the view's catalog of regions and modes.
+func (v *View) Catalog() *domain.Catalog { return v.catalog }
 
 // MarkSynced records that every stored shard has been loaded.
 func (v *View) MarkSynced() { v.synced.Store(true) }
@@ -141,7 +144,17 @@ func (v *View) Popular(region string) ([]byte, error) {
 	if !ok {
 		return nil, &domain.ValidationError{Code: domain.CodeInvalidRegion, Message: "unknown region"}
 	}
-	return *v.lists[r].Load(), nil
+	if b := v.lists[r].Load(); b != nil {
+		return *b, nil
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	b := v.lists[r].Load()
+	if b == nil {
+		b = v.encode(r)
+		v.lists[r].Store(b)
+	}
+	return *b, nil
 }
 
 // Count returns the current total of one region and mode (0 if unknown).

@@ -279,11 +279,20 @@ func (o *Owner) flush() {
 	if o.shardWriting || !o.needsFlush() {
 		return
 	}
+	now := o.now()
+	if wait := o.cfg.FlushInterval - now.Sub(o.lastFlush); wait > 0 {
+		if !o.flushWake {
+			o.flushWake = true
+			time.AfterFunc(wait, func() { o.post(func() { o.flushWake = false }) })
+		}
+		return
+	}
+	o.lastFlush = now
 	wm := o.watermark()
-	shard := o.catalog.ShardFromCounts(o.p, o.cfg.OwnerID, wm, o.counts)
+	shard := o.catalog.EncodeShard(domain.ShardHeader{Partition: o.p, Owner: o.cfg.OwnerID, AppliedSeq: wm}, o.counts)
 	o.shardDirty = false
 	o.shardWriting = true
-	o.store.WriteShard(o.p, domain.MarshalShard(shard), o.shardRev, func(rev uint64, err error) {
+	o.store.WriteShard(o.p, shard, o.shardRev, func(rev uint64, err error) {
 		o.post(func() { o.shardDone(wm, rev, err) })
 	})
 }
@@ -294,7 +303,7 @@ func (o *Owner) shardDone(wm, rev uint64, err error) {
 		// Our previous shard write was still being applied: write again.
 		o.shardDirty = true
 		o.shardWriting = true
-		o.retryLater(func() { o.shardWriting = false; o.flush() })
+		o.retryLater(func() { o.shardWriting = false; o.lastFlush = time.Time{}; o.flush() })
 		return
 	}
 	if err != nil {

@@ -98,6 +98,10 @@ type OwnerConfig struct {
 	MaxQueued int
 	// DrainTimeout bounds the wait for in-flight writes at shutdown.
 	DrainTimeout time.Duration
+	// FlushInterval is the least time between two count-shard writes of a
+	// partition (default 5ms): an idle partition writes a change at once,
+	// a busy one at most this often, so readers decode fewer shards.
+	FlushInterval time.Duration
 }
 
 type player struct {
@@ -139,6 +143,8 @@ type Owner struct {
 
 	shardRev      uint64
 	shardWriting  bool
+	lastFlush     time.Time // when the last shard write was sent
+	flushWake     bool      // a timer will wake the loop for the next flush
 	shardDirty    bool
 	flushedSeq    uint64 // applied sequence in the last acknowledged shard
 	loadedApplied uint64
@@ -163,6 +169,9 @@ func NewOwner(p int, cfg OwnerConfig, catalog *domain.Catalog, store Store, feed
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 5 * time.Second
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 5 * time.Millisecond
 	}
 	return &Owner{
 		p: p, cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics,
@@ -250,8 +259,8 @@ func (o *Owner) load(ctx context.Context) error {
 	}
 	o.shardRev = snap.ShardRev
 	if snap.Shard != nil {
-		if sh, err := domain.UnmarshalShard(snap.Shard); err == nil {
-			o.loadedApplied = sh.AppliedSeq
+		if h, _, _, err := o.catalog.DecodeShard(snap.Shard); err == nil {
+			o.loadedApplied = h.AppliedSeq
 		} else {
 			o.log.Warn("stored count shard unreadable; recomputed", "err", err)
 		}

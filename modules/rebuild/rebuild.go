@@ -133,8 +133,8 @@ func Run(ctx context.Context, catalog *domain.Catalog, opts Options, archive Arc
 		return Report{}, fmt.Errorf("rebuild: read archive: %w", err)
 	}
 	for p, counts := range shards {
-		shard := catalog.ShardFromCounts(p, "rebuild", applied, counts)
-		if err := live.WriteShard(ctx, p, domain.MarshalShard(shard)); err != nil {
+		shard := catalog.EncodeShard(domain.ShardHeader{Partition: p, Owner: "rebuild", AppliedSeq: applied}, counts)
+		if err := live.WriteShard(ctx, p, shard); err != nil {
 			return Report{}, fmt.Errorf("rebuild: write shard %d: %w", p, err)
 		}
 	}

@@ -365,7 +365,9 @@ func TestPermissions(t *testing.T) {
 	})
 
 	// A count shard for the edge to read (written as admin).
-	shard := domain.MarshalShard(domain.Shard{Partition: 0, Owner: "admin", Counts: map[string]map[string]int64{"US": {"1": 7}}})
+	shardCounts := domain.NewCounts(domain.DefaultCatalog())
+	shardCounts.Add(domain.Slot{Region: 0, Mode: 0}, 7) // US, mode 1
+	shard := domain.DefaultCatalog().EncodeShard(domain.ShardHeader{Partition: 0, Owner: "admin"}, shardCounts)
 	adminCounts, err := admin.js.KeyValue(ctxT(t), topology.CountsBucket)
 	if err != nil {
 		t.Fatal(err)
@@ -383,7 +385,7 @@ func TestPermissions(t *testing.T) {
 		}
 		// The lobby view follows the counts bucket (ordered consumer).
 		sink := newShardSink()
-		w := jsadapter.NewShardWatcher(edge.js, sink, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		w := jsadapter.NewShardWatcher(edge.js, domain.DefaultCatalog(), sink, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err := w.Start(ctx); err != nil {
 			t.Fatalf("shard watcher as edge: %v", err)
 		}
@@ -630,15 +632,15 @@ func wait(write func(done func(uint64, error))) (uint64, error) {
 // shardSink records the shards the lobby watcher delivers.
 type shardSink struct {
 	mu      sync.Mutex
-	shards  map[int]domain.Shard
+	shards  map[int]domain.Counts
 	changed chan struct{}
 }
 
 func newShardSink() *shardSink {
-	return &shardSink{shards: map[int]domain.Shard{}, changed: make(chan struct{}, 1)}
+	return &shardSink{shards: map[int]domain.Counts{}, changed: make(chan struct{}, 1)}
 }
 
-func (s *shardSink) SetShard(p int, sh domain.Shard) {
+func (s *shardSink) SetShard(p int, sh domain.Counts) {
 	s.mu.Lock()
 	s.shards[p] = sh
 	s.mu.Unlock()
@@ -657,7 +659,7 @@ func (s *shardSink) waitShard(t *testing.T, p int, us1 int64) {
 		s.mu.Lock()
 		sh, ok := s.shards[p]
 		s.mu.Unlock()
-		if ok && sh.Counts["US"]["1"] == us1 {
+		if ok && sh.Get(domain.Slot{Region: 0, Mode: 0}) == us1 {
 			return
 		}
 		select {
