@@ -3,7 +3,7 @@ package domain
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
+	json "github.com/goccy/go-json"
 	"errors"
 	"io"
 	"math"
