@@ -3,9 +3,9 @@
 # `gamemodes serve` (all roles, embedded NATS) with the archive on, on this
 # machine. Everything runs on loopback.
 #
-#   scripts/bench.sh [scenario...]     scenarios: http read mixed nats resident (default: all but resident)
+#   scripts/bench.sh [scenario...]     scenarios: http read mixed nats idle half resident (default: all but resident)
 #
-# Environment: RUNS (3), DURATION (60s), MIXED_RATE (15000 operations/s),
+# Environment: RUNS (3), DURATION (60s), MIXED_RATE (15000 operations/s), HALF_RATE (6000 events/s),
 # PLAYERS (100000), RESIDENT (10000000), OUT (data/bench/<time>),
 # GAMEMODES_TEST_DATABASE_URL (admin URL of a Postgres; a database
 # gamemodes_bench is recreated for every run).
@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-60s}
 MIXED_RATE=${MIXED_RATE:-15000}
+HALF_RATE=${HALF_RATE:-6000}
 PLAYERS=${PLAYERS:-100000}
 RESIDENT=${RESIDENT:-10000000}
 OUT=${OUT:-data/bench/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -23,7 +24,7 @@ PG_BENCH=${PG_ADMIN/\/postgres\?/\/gamemodes_bench?}
 HTTP=127.0.0.1:18480
 NATS=127.0.0.1:18422
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(http read mixed nats)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(http read mixed nats idle half)
 
 mkdir -p "$OUT" bin
 go build -o bin/gamemodes ./cmd/gamemodes
@@ -88,6 +89,8 @@ for s in "${scenarios[@]}"; do
       read)  run_scenario read "$run" --mode read --concurrency 64 --duration "$DURATION" ;;
       mixed) run_scenario mixed "$run" --mode mixed --rate "$MIXED_RATE" --read-ratio 2 --concurrency 128 --duration "$DURATION" ;;
       nats)  run_scenario nats "$run" --mode nats --max-pending 8192 --duration "$DURATION" ;;
+      idle)  run_scenario idle "$run" --mode http --rate 100 --concurrency 8 --duration 20s ;;
+      half)  run_scenario half "$run" --mode http --rate "$HALF_RATE" --concurrency 64 --duration "$DURATION" ;;
       resident)
         start_service "resident.$run"
         bin/loadgen populate --nats-url "nats://$NATS" --http-url "http://$HTTP" --players "$RESIDENT" \
