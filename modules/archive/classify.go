@@ -94,12 +94,12 @@ type Store interface {
 // Rejection reasons besides the contract's error codes (domain.Code*).
 const (
 	// ReasonInvalidSubject: the stored subject is not <partition>.gamemodes.events.<REGION>.
-	ReasonInvalidSubject = "invalid_subject"
+	ReasonInvalidSubject = domain.CodeInvalidSubject
 	// ReasonRegionMismatch: the subject's region differs from the payload's.
-	ReasonRegionMismatch = "region_mismatch"
+	ReasonRegionMismatch = domain.CodeRegionMismatch
 	// ReasonPartitionMismatch: the payload's user does not hash to the subject's partition
 	// (the subject's user token was not the payload's user).
-	ReasonPartitionMismatch = "partition_mismatch"
+	ReasonPartitionMismatch = domain.CodePartitionMismatch
 )
 
 // Classifier turns stream messages into archive rows.
@@ -127,23 +127,14 @@ func (c *Classifier) Classify(m Message) (ArchivedEvent, RejectedEvent, bool) {
 			Payload: m.Data, Reason: reason, Detail: detail,
 		}, false
 	}
-	partition, region := m.Partition, m.Region
-	if partition < 0 || partition >= c.partitions || region == "" {
-		return reject(ReasonInvalidSubject, "stored subject is not <partition>.gamemodes.events.<REGION> with partition < "+strconv.Itoa(c.partitions))
-	}
-	ev, err := c.catalog.DecodeEvent(m.Data, m.Time)
+	ev, _, err := c.catalog.DecodeStored(m.Partition, m.Region, c.partitions, m.Data, m.Time)
 	if err != nil {
 		if v, ok := domain.AsValidationError(err); ok {
 			return reject(v.Code, v.Message)
 		}
 		return reject("invalid", err.Error())
 	}
-	if ev.Region != region {
-		return reject(ReasonRegionMismatch, "subject region "+strconv.Quote(region)+" but payload region "+strconv.Quote(ev.Region))
-	}
-	if p := domain.PartitionOf(domain.UserToken(ev.UserID), c.partitions); p != partition {
-		return reject(ReasonPartitionMismatch, "subject partition "+strconv.Itoa(partition)+" but the payload's user is in partition "+strconv.Itoa(p))
-	}
+	partition := m.Partition
 	id := ev.ID
 	if id == "" {
 		if m.MsgID != "" && domain.CheckEventID(m.MsgID) == nil {

@@ -3,8 +3,8 @@ package domain
 import (
 	"bytes"
 	"encoding/base64"
-	json "github.com/goccy/go-json"
 	"errors"
+	json "github.com/goccy/go-json"
 	"io"
 	"math"
 	"strconv"
@@ -452,4 +452,34 @@ const EventSubjectPrefix = "gamemodes.events."
 // EventSubjectOf is the subject an event is published to.
 func EventSubjectOf(e Event) string {
 	return EventSubjectPrefix + e.Region + "." + UserToken(e.UserID)
+}
+
+// Codes of stored messages that do not fit their subject (NATS-published events).
+const (
+	CodeInvalidSubject    = "invalid_subject"
+	CodeRegionMismatch    = "region_mismatch"
+	CodePartitionMismatch = "partition_mismatch"
+)
+
+// DecodeStored validates an event as stored in the partitioned stream:
+// the payload must be a valid event, the stored subject's region must be the
+// payload's, and the payload's user must belong to the subject's partition
+// (the stored subject no longer carries the user token). partition < 0 or
+// region "" means the subject was not a partitioned event subject.
+func (c *Catalog) DecodeStored(partition int, region string, partitions int, data []byte, stored time.Time) (Event, Slot, error) {
+	if partition < 0 || partition >= partitions || region == "" {
+		return Event{}, Slot{}, invalid(CodeInvalidSubject, "stored subject is not <partition>.gamemodes.events.<REGION> with partition < "+strconv.Itoa(partitions))
+	}
+	ev, err := c.DecodeEvent(data, stored)
+	if err != nil {
+		return Event{}, Slot{}, err
+	}
+	if ev.Region != region {
+		return Event{}, Slot{}, invalid(CodeRegionMismatch, "subject region "+strconv.Quote(region)+" but payload region "+strconv.Quote(ev.Region))
+	}
+	if p := PartitionOf(UserToken(ev.UserID), partitions); p != partition {
+		return Event{}, Slot{}, invalid(CodePartitionMismatch, "subject partition "+strconv.Itoa(partition)+" but the payload's user is in partition "+strconv.Itoa(p))
+	}
+	slot, _ := c.SlotOf(ev.Region, ev.GameMode)
+	return ev, slot, nil
 }

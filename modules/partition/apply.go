@@ -134,20 +134,9 @@ func (o *Owner) expiryMargin() time.Duration {
 func (o *Owner) decode(m EventMsg) (domain.Event, domain.Slot, error) {
 	p, region, ok := topology.ParseStoredEventSubject(m.Subject)
 	if !ok || p != o.p {
-		return domain.Event{}, domain.Slot{}, &domain.ValidationError{Code: "invalid_subject", Message: "stored subject " + m.Subject + " is not a partitioned event subject"}
+		p, region = -1, ""
 	}
-	ev, err := o.catalog.DecodeEvent(m.Data, m.Time)
-	if err != nil {
-		return domain.Event{}, domain.Slot{}, err
-	}
-	if ev.Region != region {
-		return domain.Event{}, domain.Slot{}, &domain.ValidationError{Code: "subject_mismatch", Message: "subject region " + region + " differs from payload region " + ev.Region}
-	}
-	if domain.PartitionOf(domain.UserToken(ev.UserID), o.cfg.Partitions) != o.p {
-		return domain.Event{}, domain.Slot{}, &domain.ValidationError{Code: "subject_mismatch", Message: "payload user_id does not belong to the subject's partition"}
-	}
-	slot, _ := o.catalog.SlotOf(ev.Region, ev.GameMode)
-	return ev, slot, nil
+	return o.catalog.DecodeStored(p, region, o.cfg.Partitions, m.Data, m.Time)
 }
 
 func reasonOf(err error) string {
