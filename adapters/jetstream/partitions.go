@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/gamemodes/gamemodes/modules/partition"
@@ -139,7 +140,8 @@ loop:
 			if e == nil {
 				break loop
 			}
-			snap.Players = append(snap.Players, partition.StoredPlayer{Token: e.Key()[prefix:], Rev: e.Revision(), Value: e.Value(), Written: e.Created()})
+			// Clone the token: a substring would keep the whole received subject alive.
+			snap.Players = append(snap.Players, partition.StoredPlayer{Token: strings.Clone(e.Key()[prefix:]), Rev: e.Revision(), Value: e.Value(), Written: e.Created()})
 		case <-ctx.Done():
 			return partition.Snapshot{}, fmt.Errorf("watch players: %w", ctx.Err())
 		}

@@ -98,6 +98,10 @@ type OwnerConfig struct {
 	MaxQueued int
 	// DrainTimeout bounds the wait for in-flight writes at shutdown.
 	DrainTimeout time.Duration
+	// LoadConcurrency bounds how many owners of one worker load their
+	// partition at once (default 4): loading every partition at the same
+	// time floods the connection with millions of players.
+	LoadConcurrency int
 	// FlushInterval is the least time between two count-shard writes of a
 	// partition (default 5ms): an idle partition writes a change at once,
 	// a busy one at most this often, so readers decode fewer shards.
@@ -153,10 +157,11 @@ type Owner struct {
 	// the time it was put there; a later write moves it when its turn comes.
 	wheel map[int64][]string
 
-	inbox  chan func()
-	events chan EventMsg
-	done   chan struct{}
-	err    error
+	loadGate chan struct{} // shared by a worker's owners, nil for none
+	inbox    chan func()
+	events   chan EventMsg
+	done     chan struct{}
+	err      error
 }
 
 // NewOwner prepares an owner of partition p. Nothing happens until Run.
@@ -197,15 +202,29 @@ func (o *Owner) post(f func()) {
 // Owner, which reloads.
 func (o *Owner) Run(ctx context.Context) error {
 	defer close(o.done)
+	if o.loadGate != nil {
+		select {
+		case o.loadGate <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 	started := o.now()
 	fence, err := o.store.Claim(ctx, o.p, o.cfg.OwnerID)
 	if err != nil {
+		if o.loadGate != nil {
+			<-o.loadGate
+		}
 		return fmt.Errorf("claim partition %d: %w", o.p, err)
 	}
 	o.fence = fence
 	// Loading after the claim sees every write a previous owner made: none
 	// of its writes can land after the fence.
-	if err := o.load(ctx); err != nil {
+	err = o.load(ctx)
+	if o.loadGate != nil {
+		<-o.loadGate
+	}
+	if err != nil {
 		return err
 	}
 	o.metrics.loadSeconds.Observe(o.now().Sub(started).Seconds())

@@ -23,6 +23,8 @@ type Worker struct {
 	metrics *Metrics
 	log     *slog.Logger
 
+	loadGate chan struct{} // bounds concurrent partition loads
+
 	mu      sync.Mutex
 	running map[int]*run
 	closed  bool
@@ -35,7 +37,11 @@ type run struct {
 
 // NewWorker returns a worker owning no partition yet.
 func NewWorker(cfg OwnerConfig, catalog *domain.Catalog, store Store, feed Feed, metrics *Metrics, log *slog.Logger) *Worker {
-	return &Worker{cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics, log: log, running: map[int]*run{}}
+	if cfg.LoadConcurrency <= 0 {
+		cfg.LoadConcurrency = 4
+	}
+	return &Worker{cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics, log: log,
+		running: map[int]*run{}, loadGate: make(chan struct{}, cfg.LoadConcurrency)}
 }
 
 // Ensure runs owners for exactly ps: missing ones start, others are asked
@@ -120,6 +126,7 @@ func (w *Worker) supervise(ctx context.Context, p int, r *run) {
 	backoff := 100 * time.Millisecond
 	for {
 		o := NewOwner(p, w.cfg, w.catalog, w.store, w.feed, w.metrics, w.log)
+		o.loadGate = w.loadGate
 		err := o.Run(ctx)
 		if ctx.Err() != nil {
 			if err != nil {
