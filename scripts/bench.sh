@@ -3,7 +3,7 @@
 # `gamemodes serve` (all roles, embedded NATS) with the archive on, on this
 # machine. Everything runs on loopback.
 #
-#   scripts/bench.sh [scenario...]     scenarios: http read mixed nats idle half resident (default: all but resident)
+#   scripts/bench.sh [scenario...]     scenarios: http read read25 mixed nats idle half resident (default: all but resident)
 #
 # Environment: RUNS (3), DURATION (60s), MIXED_RATE (15000 operations/s), HALF_RATE (6000 events/s),
 # PLAYERS (100000), RESIDENT (10000000), OUT (data/bench/<time>),
@@ -24,7 +24,7 @@ PG_BENCH=${PG_ADMIN/\/postgres\?/\/gamemodes_bench?}
 HTTP=127.0.0.1:18480
 NATS=127.0.0.1:18422
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(http read mixed nats idle half)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(http read read25 mixed nats idle half)
 
 mkdir -p "$OUT" bin
 go build -o bin/gamemodes ./cmd/gamemodes
@@ -90,6 +90,7 @@ for s in "${scenarios[@]}"; do
       mixed) run_scenario mixed "$run" --mode mixed --rate "$MIXED_RATE" --read-ratio 2 --concurrency 128 --duration "$DURATION" ;;
       nats)  run_scenario nats "$run" --mode nats --max-pending 8192 --duration "$DURATION" ;;
       idle)  run_scenario idle "$run" --mode http --rate 100 --concurrency 8 --duration 20s ;;
+      read25) run_scenario read25 "$run" --mode read --rate 25000 --concurrency 64 --duration "$DURATION" ;;
       half)  run_scenario half "$run" --mode http --rate "$HALF_RATE" --concurrency 64 --duration "$DURATION" ;;
       resident)
         start_service "resident.$run"
