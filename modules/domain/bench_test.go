@@ -9,7 +9,6 @@ import (
 var (
 	sinkEvent      Event
 	sinkBytes      []byte
-	sinkShard      Shard
 	sinkTransition Transition
 )
 
@@ -86,7 +85,7 @@ func BenchmarkMarshalCanonical(b *testing.B) {
 	}
 }
 
-func BenchmarkShardFromCounts(b *testing.B) {
+func BenchmarkEncodeShard(b *testing.B) {
 	c := DefaultCatalog() // 20 regions x 10 modes
 	r := rand.New(rand.NewPCG(2, 2))
 	const partitions = 32
@@ -97,7 +96,7 @@ func BenchmarkShardFromCounts(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		for p := range partitions {
-			sinkShard = c.ShardFromCounts(p, "worker-1", 42, counts[p])
+			sinkBytes = c.EncodeShard(ShardHeader{Partition: p, Owner: "worker-1", AppliedSeq: 42}, counts[p])
 		}
 	}
 }

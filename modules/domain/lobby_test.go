@@ -86,82 +86,20 @@ func TestShardRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for i := 0; i < 300; i++ {
 		counts := randomCounts(r, c, []float64{0, 0.1, 0.5, 1}[i%4])
-		part, seq := r.IntN(32), r.Uint64()
-		s := c.ShardFromCounts(part, "worker-1", seq, counts)
-		if s.Partition != part || s.Owner != "worker-1" || s.AppliedSeq != seq {
-			t.Fatalf("shard header %+v", s)
-		}
-		// Zero counts are omitted; regions without players too.
-		for region, byMode := range s.Counts {
-			if len(byMode) == 0 {
-				t.Fatalf("region %s present without counts", region)
-			}
-			for mode, n := range byMode {
-				if n == 0 {
-					t.Fatalf("zero count stored for %s/%s", region, mode)
-				}
-			}
-		}
-		b := MarshalShard(s)
-		back, err := UnmarshalShard(b)
-		if err != nil {
-			t.Fatalf("UnmarshalShard(%s): %v", b, err)
-		}
-		if !reflect.DeepEqual(back, s) {
-			t.Fatalf("shard round trip\n got %+v\nwant %+v", back, s)
-		}
-		got, dropped := c.CountsOf(back)
-		if dropped != 0 || !got.Equal(counts) {
-			t.Fatalf("CountsOf round trip: dropped %d, equal %v", dropped, got.Equal(counts))
+		h := ShardHeader{Partition: r.IntN(32), Owner: "worker-1", AppliedSeq: r.Uint64()}
+		back, got, dropped, err := c.DecodeShard(c.EncodeShard(h, counts))
+		if err != nil || back != h || dropped != 0 || !got.Equal(counts) {
+			t.Fatalf("round trip: header %+v -> %+v, dropped %d, equal %v, err %v", h, back, dropped, got.Equal(counts), err)
 		}
 	}
 }
 
-func TestShardFromCountsExact(t *testing.T) {
+func TestEncodeShardExact(t *testing.T) {
 	c := MustCatalog([]string{"US", "EU"}, []int{1, 10})
 	counts := NewCounts(c)
 	counts.Add(Slot{0, 1}, 3)
-	s := c.ShardFromCounts(4, "me", 99, counts)
-	b := MarshalShard(s)
-	if want := `{"partition":4,"owner":"me","applied_seq":99,"counts":{"US":{"10":3}}}`; string(b) != want {
-		t.Errorf("MarshalShard = %s, want %s", b, want)
-	}
-	empty := MarshalShard(c.ShardFromCounts(0, "", 0, NewCounts(c)))
-	if want := `{"partition":0,"owner":"","applied_seq":0,"counts":{}}`; string(empty) != want {
-		t.Errorf("empty shard = %s, want %s", empty, want)
-	}
-}
-
-func TestCountsOfDropsUnknownSlots(t *testing.T) {
-	c := MustCatalog([]string{"US", "EU"}, []int{1, 2})
-	s := Shard{Counts: map[string]map[string]int64{
-		"US": {"1": 5, "2": 1, "3": 7, "abc": 1, "": 2},
-		"EU": {"2": 4},
-		"XX": {"1": 9, "2": 9},
-		"us": {"1": 1},
-	}}
-	counts, dropped := c.CountsOf(s)
-	if dropped != 6 {
-		t.Errorf("dropped %d, want 6", dropped)
-	}
-	want := NewCounts(c)
-	want.Add(Slot{0, 0}, 5)
-	want.Add(Slot{0, 1}, 1)
-	want.Add(Slot{1, 1}, 4)
-	if !counts.Equal(want) {
-		t.Errorf("CountsOf = %v, want %v", counts.v, want.v)
-	}
-	// A shard without counts.
-	if counts, dropped := c.CountsOf(Shard{}); dropped != 0 || !counts.Equal(NewCounts(c)) {
-		t.Errorf("CountsOf(empty) = %v %d", counts.v, dropped)
-	}
-}
-
-func TestUnmarshalShardRejects(t *testing.T) {
-	for _, b := range []string{``, `x`, `[]`, `{"partition":"a"}`, `{"counts":{"US":{"1":"x"}}}`, `{"counts":[]}`, `{"applied_seq":-1}`} {
-		if s, err := UnmarshalShard([]byte(b)); err == nil {
-			t.Errorf("UnmarshalShard(%q) = %+v, want error", b, s)
-		}
+	if got, want := string(c.EncodeShard(ShardHeader{Partition: 4, Owner: "me", AppliedSeq: 99}, counts)), "gms1 4 99 me\nUS,EU|1,10\n0,3,0,0"; got != want {
+		t.Errorf("EncodeShard = %q, want %q", got, want)
 	}
 }
 
