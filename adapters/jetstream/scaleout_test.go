@@ -57,7 +57,7 @@ func startMember(t *testing.T, s *stack, url, id string) *member {
 	reg := prometheus.NewRegistry()
 	metrics := partition.NewMetrics(reg, ingest.NewMetrics(reg))
 	w := partition.NewWorker(partition.OwnerConfig{OwnerID: id, Partitions: s.topo.Partitions, PlayerTTL: s.topo.PlayerTTL, MaxInflight: store.MaxInflightWrites()},
-		s.catalog, store, jsadapter.NewSharedPartitionFeed(js), metrics, testLog(id))
+		s.catalog, store, jsadapter.NewSharedPartitionFeed(js, s.topo.Partitions), metrics, testLog(id))
 	a := partition.NewAssigner(id, s.topo.Partitions, s.topo.LeaseTTL, coord, w, testLog(id))
 	a.Start()
 	m := &member{id: id, nc: nc, worker: w, assigner: a, coord: coord, store: store}

@@ -79,7 +79,7 @@ func (s *stack) ownerConfig(id string) partition.OwnerConfig {
 // startWorker runs owners of every partition until the test ends or stop is called.
 func (s *stack) startWorker(id string) (stop func()) {
 	s.t.Helper()
-	w := partition.NewWorker(s.ownerConfig(id), s.catalog, s.store, jsadapter.NewSharedPartitionFeed(s.js), s.metrics, quietLog())
+	w := partition.NewWorker(s.ownerConfig(id), s.catalog, s.store, jsadapter.NewSharedPartitionFeed(s.js, s.topo.Partitions), s.metrics, quietLog())
 	all := make([]int, s.topo.Partitions)
 	for i := range all {
 		all[i] = i
@@ -464,7 +464,7 @@ func (r *recordingStore) landed() (player, shard uint64) {
 func TestStalledOwnerIsFencedAndWritesNothing(t *testing.T) {
 	ns := natstest.RunServer(t)
 	s := newStack(t, ns.ClientURL(), time.Hour, 1)
-	feed := jsadapter.NewSharedPartitionFeed(s.js)
+	feed := jsadapter.NewSharedPartitionFeed(s.js, s.topo.Partitions)
 	truth := newModel()
 	for i := 0; i < 50; i++ {
 		e := event{User: userName(i), Type: domain.EventEnter, Region: "US", Mode: 1}

@@ -56,7 +56,7 @@ func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
 		}),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gamemodes_consumer_pending",
-			Help: "Events of a partition stored but not yet delivered to its owner.",
+			Help: "Events stored but not yet delivered to the owner (the consumer is shared by a worker's partitions, so this is the worker's backlog, reported per partition).",
 		}, []string{"partition"}),
 		owned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gamemodes_partition_owned",

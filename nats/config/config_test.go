@@ -454,7 +454,7 @@ func TestPermissions(t *testing.T) {
 		ctx := ctxT(t)
 		// The partition feed: an ordered consumer filtered on partition p.
 		got := make(chan partition.EventMsg, 10)
-		stop, err := jsadapter.NewSharedPartitionFeed(wk.js).Events(ctx, p, 1, func(m partition.EventMsg) { got <- m })
+		stop, err := jsadapter.NewSharedPartitionFeed(wk.js, 32).Events(ctx, p, 1, func(m partition.EventMsg) { got <- m })
 		if err != nil {
 			t.Fatalf("events feed as worker: %v", err)
 		}
