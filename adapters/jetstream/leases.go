@@ -170,17 +170,6 @@ func (c *Coordinator) Members(ctx context.Context) ([]string, error) {
 // membersRefresh bounds how often Members lists the workers bucket.
 const membersRefresh = 2 * time.Second
 
-// Leases returns the current leases.
-func (c *Coordinator) Leases() map[int]partition.Lease {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[int]partition.Lease, len(c.held))
-	for p, l := range c.held {
-		out[p] = l
-	}
-	return out
-}
-
 func leaseErr(op string, err error) error {
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("%s: %w: %w", op, partition.ErrConflict, err)

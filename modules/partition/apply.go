@@ -74,7 +74,7 @@ func (o *Owner) watermark() uint64 {
 }
 
 func (o *Owner) handleEvent(m EventMsg) {
-	o.metrics.pending.WithLabelValues(o.label()).Set(float64(m.Pending))
+	o.pendingGauge.Set(float64(m.Pending))
 	if m.Seq <= o.lastSeq {
 		return // delivered again by a consumer reset
 	}
@@ -86,7 +86,7 @@ func (o *Owner) handleEvent(m EventMsg) {
 		return
 	}
 	if !m.FromEdge {
-		o.metrics.events.Accepted.WithLabelValues("nats").Inc()
+		o.metrics.acceptedNATS.Inc()
 	}
 	now := o.now()
 	if now.Sub(m.Time) > o.cfg.PlayerTTL {
@@ -101,7 +101,7 @@ func (o *Owner) handleEvent(m EventMsg) {
 		o.players[token] = pl
 	}
 	if m.Seq <= pl.st.LastSeq {
-		o.metrics.applied.WithLabelValues(domain.OutcomeDuplicate.String()).Inc()
+		o.metrics.appliedCounter(domain.OutcomeDuplicate).Inc()
 		return
 	}
 	if pl.writes == 0 && pl.queued == nil && pl.sentAt != 0 && now.UnixNano()-pl.sentAt >= int64(o.cfg.PlayerTTL-o.expiryMargin()) {
@@ -110,7 +110,7 @@ func (o *Owner) handleEvent(m EventMsg) {
 		o.expire(pl)
 	}
 	t := domain.Apply(pl.st, ev.Type, slot, m.Seq)
-	o.metrics.applied.WithLabelValues(t.Outcome.String()).Inc()
+	o.metrics.appliedCounter(t.Outcome).Inc()
 	if t.Outcome == domain.OutcomeStaleLeave {
 		o.metrics.staleLeaves.Inc()
 	}

@@ -1,6 +1,7 @@
 package partition
 
 import (
+	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/ingest"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,6 +21,18 @@ type Metrics struct {
 	loadSeconds      prometheus.Histogram
 	restarts         prometheus.Counter
 	busyRetries      prometheus.Counter
+
+	// Children resolved once, for the per-event path.
+	appliedBy    map[domain.Outcome]prometheus.Counter
+	acceptedNATS prometheus.Counter
+}
+
+// appliedCounter is the applied counter of an outcome.
+func (m *Metrics) appliedCounter(o domain.Outcome) prometheus.Counter {
+	if c, ok := m.appliedBy[o]; ok {
+		return c
+	}
+	return m.applied.WithLabelValues(o.String())
 }
 
 // ExpiriesCounter is the counter of players expired out of their mode.
@@ -80,6 +93,11 @@ func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
 			Help: "Owner restarts after an error or a lost revision check (the partition is reloaded).",
 		}),
 	}
+	m.appliedBy = map[domain.Outcome]prometheus.Counter{}
+	for o := domain.OutcomeDuplicate; o <= domain.OutcomeNothing; o++ {
+		m.appliedBy[o] = m.applied.WithLabelValues(o.String())
+	}
+	m.acceptedNATS = events.Accepted.WithLabelValues("nats")
 	reg.MustRegister(m.applied, m.skipped, m.staleLeaves, m.expiries, m.flushes, m.badStoredPlayers,
 		m.pending, m.owned, m.players, m.loadSeconds, m.restarts, m.busyRetries)
 	return m

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrConflict is wrapped by Store writes whose expected revision or fence was stale.
@@ -157,11 +158,12 @@ type Owner struct {
 	// the time it was put there; a later write moves it when its turn comes.
 	wheel map[int64][]string
 
-	loadGate chan struct{} // shared by a worker's owners, nil for none
-	inbox    chan func()
-	events   chan EventMsg
-	done     chan struct{}
-	err      error
+	pendingGauge prometheus.Gauge // this partition's consumer_pending child
+	loadGate     chan struct{}    // shared by a worker's owners, nil for none
+	inbox        chan func()
+	events       chan EventMsg
+	done         chan struct{}
+	err          error
 }
 
 // NewOwner prepares an owner of partition p. Nothing happens until Run.
@@ -178,7 +180,7 @@ func NewOwner(p int, cfg OwnerConfig, catalog *domain.Catalog, store Store, feed
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 5 * time.Millisecond
 	}
-	return &Owner{
+	o := &Owner{
 		p: p, cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics,
 		log: log.With("partition", p), now: time.Now,
 		inbox:  make(chan func(), cfg.MaxInflight+64),
@@ -186,6 +188,8 @@ func NewOwner(p int, cfg OwnerConfig, catalog *domain.Catalog, store Store, feed
 		done:   make(chan struct{}),
 		wheel:  map[int64][]string{},
 	}
+	o.pendingGauge = metrics.pending.WithLabelValues(o.label())
+	return o
 }
 
 // post runs f on the owner's goroutine.

@@ -165,11 +165,6 @@ func PartitionPlayersSubjects(p int) string {
 	return "$KV." + PlayersBucket + "." + strconv.Itoa(p) + ".>"
 }
 
-// ParsePlayerSubject returns the user token of a players stream subject of partition p.
-func ParsePlayerSubject(subject string, p int) (string, bool) {
-	return strings.CutPrefix(subject, "$KV."+PlayersBucket+"."+strconv.Itoa(p)+".")
-}
-
 // ShardKey is the count-shard key of a partition.
 func ShardKey(p int) string { return "p" + strconv.Itoa(p) }
 
