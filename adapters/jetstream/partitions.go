@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/gamemodes/gamemodes/modules/partition"
@@ -29,6 +28,7 @@ type PartitionStore struct {
 
 	playerAcks chan pendingAck
 	shardAcks  chan pendingAck
+	loads      chan *loadRequest
 	stopOnce   sync.Once
 	stop       chan struct{}
 	wg         sync.WaitGroup
@@ -57,10 +57,12 @@ func NewPartitionStore(ctx context.Context, js jetstream.JetStream) (*PartitionS
 		return nil, fmt.Errorf("players stream: %w", err)
 	}
 	s := &PartitionStore{js: js, players: players, counts: counts, pstream: ps,
-		playerAcks: make(chan pendingAck, 65536), shardAcks: make(chan pendingAck, 4096), stop: make(chan struct{})}
-	s.wg.Add(2)
+		playerAcks: make(chan pendingAck, 65536), shardAcks: make(chan pendingAck, 4096),
+		loads: make(chan *loadRequest), stop: make(chan struct{})}
+	s.wg.Add(3)
 	go s.waitAcks(s.playerAcks)
 	go s.waitAcks(s.shardAcks)
+	go s.runLoader()
 	return s, nil
 }
 
@@ -119,46 +121,6 @@ func mapWriteErr(err error) error {
 		return fmt.Errorf("%w: %w", partition.ErrConflict, err)
 	}
 	return err
-}
-
-// LoadPartition reads every live player of partition p and its count shard.
-func (s *PartitionStore) LoadPartition(ctx context.Context, p int) (partition.Snapshot, error) {
-	snap := partition.Snapshot{}
-	w, err := s.players.Watch(ctx, topology.PartitionPlayersFilter(p), jetstream.IgnoreDeletes())
-	if err != nil {
-		return partition.Snapshot{}, fmt.Errorf("watch players: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
-	prefix := len(topology.PartitionPlayersFilter(p)) - 1 // "<p>."
-loop:
-	for {
-		select {
-		case e, ok := <-w.Updates():
-			if !ok {
-				return partition.Snapshot{}, fmt.Errorf("watch players: closed")
-			}
-			if e == nil {
-				break loop
-			}
-			// Clone the token: a substring would keep the whole received subject alive.
-			snap.Players = append(snap.Players, partition.StoredPlayer{Token: strings.Clone(e.Key()[prefix:]), Rev: e.Revision(), Value: e.Value(), Written: e.Created()})
-		case <-ctx.Done():
-			return partition.Snapshot{}, fmt.Errorf("watch players: %w", ctx.Err())
-		}
-	}
-	e, err := s.counts.Get(ctx, topology.ShardKey(p))
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		// No shard yet; a deleted one still needs its revision for CAS.
-		if last, lerr := s.lastRev(ctx, "$KV."+topology.CountsBucket+"."+topology.ShardKey(p)); lerr == nil {
-			snap.ShardRev = last
-		}
-	case err != nil:
-		return partition.Snapshot{}, fmt.Errorf("get count shard: %w", err)
-	default:
-		snap.Shard, snap.ShardRev = e.Value(), e.Revision()
-	}
-	return snap, nil
 }
 
 func (s *PartitionStore) lastRev(ctx context.Context, subject string) (uint64, error) {

@@ -44,9 +44,8 @@ type StoredPlayer struct {
 	Written time.Time
 }
 
-// Snapshot is a partition's stored state at load time.
+// Snapshot is a partition's stored count shard at load time.
 type Snapshot struct {
-	Players []StoredPlayer
 	// Shard is the stored count shard value (nil if none) and ShardRev its revision.
 	Shard    []byte
 	ShardRev uint64
@@ -61,7 +60,11 @@ type Snapshot struct {
 // each, in the order of the writes.
 type Store interface {
 	Claim(ctx context.Context, p int, ownerID string) (fence uint64, err error)
-	LoadPartition(ctx context.Context, p int) (Snapshot, error)
+	// LoadPartition reads every live player of partition p, handing them to
+	// add in batches on the caller's goroutine, then the partition's count
+	// shard. A store may read the players of several partitions being
+	// loaded at once in one pass.
+	LoadPartition(ctx context.Context, p int, add func([]StoredPlayer)) (Snapshot, error)
 	WritePlayer(p int, token string, value []byte, fence uint64, done func(rev uint64, err error))
 	WriteShard(p int, value []byte, expectRev uint64, done func(rev uint64, err error))
 }
@@ -99,9 +102,10 @@ type OwnerConfig struct {
 	MaxQueued int
 	// DrainTimeout bounds the wait for in-flight writes at shutdown.
 	DrainTimeout time.Duration
-	// LoadConcurrency bounds how many owners of one worker load their
-	// partition at once (default 4): loading every partition at the same
-	// time floods the connection with millions of players.
+	// LoadConcurrency bounds how many owners of one worker claim and load
+	// their partition at once; 0, the default, is no bound: the store reads
+	// the players of partitions loaded together in one pass and bounds its
+	// own reads.
 	LoadConcurrency int
 	// FlushInterval is the least time between two count-shard writes of a
 	// partition (default 5ms): an idle partition writes a change at once,
@@ -259,26 +263,27 @@ func (o *Owner) Run(ctx context.Context) error {
 func (o *Owner) label() string { return strconv.Itoa(o.p) }
 
 func (o *Owner) load(ctx context.Context) error {
-	snap, err := o.store.LoadPartition(ctx, o.p)
-	if err != nil {
-		return fmt.Errorf("load partition %d: %w", o.p, err)
-	}
-	o.players = make(map[string]*player, len(snap.Players))
+	o.players = map[string]*player{}
 	o.counts = domain.NewCounts(o.catalog)
-	for _, sp := range snap.Players {
-		st, err := o.catalog.DecodePlayer(sp.Value)
-		if err != nil {
-			o.metrics.badStoredPlayers.Inc()
-			if !errors.Is(err, domain.ErrUnknownSlot) {
-				o.log.Warn("stored player unreadable; treated as absent", "token", sp.Token, "err", err)
+	snap, err := o.store.LoadPartition(ctx, o.p, func(batch []StoredPlayer) {
+		for _, sp := range batch {
+			st, err := o.catalog.DecodePlayer(sp.Value)
+			if err != nil {
+				o.metrics.badStoredPlayers.Inc()
+				if !errors.Is(err, domain.ErrUnknownSlot) {
+					o.log.Warn("stored player unreadable; treated as absent", "token", sp.Token, "err", err)
+				}
+			}
+			pl := &player{st: st, sentAt: sp.Written.UnixNano()}
+			o.players[sp.Token] = pl
+			o.schedule(sp.Token, pl, 0)
+			if st.Present {
+				o.counts.Add(st.Slot, 1)
 			}
 		}
-		pl := &player{st: st, sentAt: sp.Written.UnixNano()}
-		o.players[sp.Token] = pl
-		o.schedule(sp.Token, pl, 0)
-		if st.Present {
-			o.counts.Add(st.Slot, 1)
-		}
+	})
+	if err != nil {
+		return fmt.Errorf("load partition %d: %w", o.p, err)
 	}
 	o.shardRev = snap.ShardRev
 	if snap.Shard != nil {

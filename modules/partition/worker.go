@@ -23,7 +23,7 @@ type Worker struct {
 	metrics *Metrics
 	log     *slog.Logger
 
-	loadGate chan struct{} // bounds concurrent partition loads
+	loadGate chan struct{} // bounds concurrent partition loads; nil for no bound
 
 	mu      sync.Mutex
 	running map[int]*run
@@ -37,11 +37,12 @@ type run struct {
 
 // NewWorker returns a worker owning no partition yet.
 func NewWorker(cfg OwnerConfig, catalog *domain.Catalog, store Store, feed Feed, metrics *Metrics, log *slog.Logger) *Worker {
-	if cfg.LoadConcurrency <= 0 {
-		cfg.LoadConcurrency = 4
+	w := &Worker{cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics, log: log,
+		running: map[int]*run{}}
+	if cfg.LoadConcurrency > 0 {
+		w.loadGate = make(chan struct{}, cfg.LoadConcurrency)
 	}
-	return &Worker{cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics, log: log,
-		running: map[int]*run{}, loadGate: make(chan struct{}, cfg.LoadConcurrency)}
+	return w
 }
 
 // Ensure runs owners for exactly ps: missing ones start, others are asked

@@ -484,19 +484,19 @@ func TestPermissions(t *testing.T) {
 		if _, err := wait(func(done func(uint64, error)) { store.WritePlayer(p, token, player, fence, done) }); err != nil {
 			t.Fatalf("write player as worker: %v", err)
 		}
-		snap, err := store.LoadPartition(ctx, 0)
+		snap, err := store.LoadPartition(ctx, 0, func([]partition.StoredPlayer) {})
 		if err != nil {
 			t.Fatalf("load partition 0 as worker: %v", err)
 		}
 		if _, err := wait(func(done func(uint64, error)) { store.WriteShard(0, shard, snap.ShardRev, done) }); err != nil {
 			t.Fatalf("write shard as worker: %v", err)
 		}
-		snap, err = store.LoadPartition(ctx, p)
-		if err != nil {
+		var loaded []partition.StoredPlayer
+		if _, err = store.LoadPartition(ctx, p, func(b []partition.StoredPlayer) { loaded = append(loaded, b...) }); err != nil {
 			t.Fatalf("load partition as worker: %v", err)
 		}
-		if len(snap.Players) != 1 || snap.Players[0].Token != token {
-			t.Fatalf("loaded players %+v", snap.Players)
+		if len(loaded) != 1 || loaded[0].Token != token {
+			t.Fatalf("loaded players %+v", loaded)
 		}
 		// The players stream read directly (expiry markers): an ordered
 		// consumer filtered on the partition's keys.
