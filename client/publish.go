@@ -14,26 +14,19 @@ import (
 	"github.com/sethvargo/go-retry"
 )
 
-// Event is one player event.
-type Event struct {
-	// ID is the event_id, the idempotency key: 1-128 bytes of UTF-8 without
-	// control characters nor surrounding white space. Empty: a unique id is
-	// generated (github.com/nats-io/nuid).
-	ID string
-	// UserID is the player's id: a string of 1-128 bytes of UTF-8 without
-	// control characters. A numeric id is written in decimal ("42"): the
-	// service treats the JSON number 42 and the string "42" as one user.
-	UserID string
-	// Type is EventEnter, EventLeave or EventHeartbeat.
-	Type EventType
-	// Region is one of the service's regions, such as "US".
-	Region string
-	// GameMode is one of the service's game modes.
-	GameMode int
-	// Timestamp is when the event happened (data for analytics: the stream's
-	// order decides). Zero means now.
-	Timestamp time.Time
-}
+// Event is one player event to publish: the service's own event type. Its
+// fields, as the client reads them:
+//   - ID is the event_id, the idempotency key: 1-128 bytes of UTF-8 without
+//     control characters nor surrounding white space; empty, a unique id is
+//     generated (github.com/nats-io/nuid).
+//   - UserID is the player's id: 1-128 bytes of UTF-8 without control
+//     characters. A numeric id is written in decimal ("42"): the service
+//     treats the JSON number 42 and the string "42" as one user.
+//   - Type is EventEnter, EventLeave or EventHeartbeat.
+//   - Region and GameMode are one of the service's regions and game modes.
+//   - Timestamp is when the event happened (data for analytics: the
+//     stream's order decides); zero means now.
+type Event = domain.Event
 
 // EventOption sets an optional field of an event published with
 // Client.Enter, Client.Leave or Client.Heartbeat.
@@ -233,14 +226,7 @@ func (c *Client) prepare(ev Event) (*nats.Msg, string, error) {
 	if ev.Timestamp.IsZero() {
 		ev.Timestamp = now
 	}
-	body := domain.Event{
-		ID:        ev.ID,
-		UserID:    ev.UserID,
-		Type:      ev.Type,
-		Region:    ev.Region,
-		GameMode:  ev.GameMode,
-		Timestamp: ev.Timestamp,
-	}.MarshalCanonical()
+	body := ev.MarshalCanonical()
 	// The service's own validation of the very bytes sent: same rules,
 	// same error codes.
 	checked, err := c.catalog.DecodeEvent(body, now)

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,38 +14,46 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// syncBuffer is an output the test reads while run writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// transcript is run's output as the test reads it: run prints whole lines,
+// each handed over on a channel.
+type transcript struct {
+	lines chan string
+	text  strings.Builder // what the test has read so far
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+func newTranscript() *transcript { return &transcript{lines: make(chan string, 1024)} }
+
+// Write hands one line to the test.
+func (tr *transcript) Write(p []byte) (int, error) {
+	tr.lines <- string(p)
+	return len(p), nil
 }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitFor waits until the output contains text.
-func waitFor(t *testing.T, out *syncBuffer, text string, done <-chan error) {
+// waitFor reads the output until it contains text.
+func (tr *transcript) waitFor(t *testing.T, text string, done <-chan error) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), text) {
+	timeout := time.After(20 * time.Second)
+	for !strings.Contains(tr.text.String(), text) {
 		select {
+		case line := <-tr.lines:
+			tr.text.WriteString(line)
 		case err := <-done:
-			t.Fatalf("run returned (%v) before printing %q:\n%s", err, text, out)
+			t.Fatalf("run returned (%v) before printing %q:\n%s", err, text, tr.text.String())
+		case <-timeout:
+			t.Fatalf("no %q in the output:\n%s", text, tr.text.String())
+		}
+	}
+}
+
+// rest reads what run printed after it returned.
+func (tr *transcript) rest() string {
+	for {
+		select {
+		case line := <-tr.lines:
+			tr.text.WriteString(line)
 		default:
+			return tr.text.String()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the output:\n%s", text, out)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -64,26 +70,27 @@ func TestSimulatedGameServerPublishesEveryPlayersSessionAndPrintsLists(t *testin
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := newTranscript()
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- run(runCtx, cfg, out) }()
 
-	waitFor(t, out, "all 3 players left", done)
+	out.waitFor(t, "all 3 players left", done)
 	// The service would publish the list; the test does, while the game server lingers.
 	if err := nc.PublishMsg(&nats.Msg{Subject: client.PopularSubject("EU"), Header: nats.Header{client.VersionHeader: []string{"1"}},
 		Data: []byte(`{"region":"EU","game_modes":[{"game_mode":2,"player_count":7},{"game_mode":5,"player_count":1}]}`)}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, out, "live list EU v1: mode 2: 7 players, mode 5: 1 players\n", done)
+	out.waitFor(t, "live list EU v1: mode 2: 7 players, mode 5: 1 players\n", done)
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
 	}
+	printed := out.rest()
 	for _, line := range []string{"subscribed to gamemodes.popular.EU\n", "example-1 entered mode", "example-2 left mode", "example-3 left mode"} {
-		if !strings.Contains(out.String(), line) {
-			t.Errorf("no %q in the output:\n%s", line, out)
+		if !strings.Contains(printed, line) {
+			t.Errorf("no %q in the output:\n%s", line, printed)
 		}
 	}
 
