@@ -334,6 +334,7 @@ func New(cfg Config, deps Deps) *Server {
 	if deps.Lobby != nil {
 		s.app.Get(PathPopular, append(api, s.getPopular)...)
 	}
+	s.app.Get(PathOpenAPI, append(api, s.getOpenAPI)...)
 	s.app.Get(PathHealthz, s.getHealthz)
 	s.app.Get(PathReadyz, s.getReadyz)
 	s.app.Get(PathMetrics, adaptor.HTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))

@@ -13,11 +13,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// TestEmbeddedServerWithTheUsersConfiguration runs the single binary with
-// the embedded server loading nats/config/single.conf: the service works as
-// admin, a game server publishes with its own credentials, an anonymous
-// client and a game server writing a bucket are refused.
-func TestEmbeddedServerWithTheUsersConfiguration(t *testing.T) {
+// startWithUsersConfig starts the single binary, ready, with the embedded
+// server loading nats/config/single.conf; every user's password is
+// "<USER>-test-secret" (game_server: GAME_SERVER-test-secret).
+func startWithUsersConfig(t *testing.T) *proc {
+	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	conf := filepath.Join(filepath.Dir(file), "..", "..", "nats", "config", "single.conf")
 	for _, u := range []string{"GAME_SERVER", "EDGE", "WORKER", "ARCHIVER", "ADMIN", "SYS"} {
@@ -26,6 +26,15 @@ func TestEmbeddedServerWithTheUsersConfiguration(t *testing.T) {
 	p := startProc(t, freePort(t), freePort(t), t.TempDir(),
 		"--nats-config", conf, "--nats-user", "admin", "--nats-password", "ADMIN-test-secret")
 	p.waitReady()
+	return p
+}
+
+// TestEmbeddedServerWithTheUsersConfiguration runs the single binary with
+// the embedded server loading nats/config/single.conf: the service works as
+// admin, a game server publishes with its own credentials, an anonymous
+// client and a game server writing a bucket are refused.
+func TestEmbeddedServerWithTheUsersConfiguration(t *testing.T) {
+	p := startWithUsersConfig(t)
 
 	if nc, err := nats.Connect(p.natsURL, nats.MaxReconnects(0)); err == nil {
 		nc.Close()

@@ -20,6 +20,7 @@ type EventType uint8
 const (
 	EventEnter EventType = iota + 1
 	EventLeave
+	EventHeartbeat
 )
 
 // String returns the contract name of an event type.
@@ -29,6 +30,8 @@ func (t EventType) String() string {
 		return "ENTER_GAME_MODE"
 	case EventLeave:
 		return "LEAVE_GAME_MODE"
+	case EventHeartbeat:
+		return "HEARTBEAT_GAME_MODE"
 	}
 	return "UNKNOWN"
 }
@@ -40,6 +43,8 @@ func ParseEventType(s string) (EventType, bool) {
 		return EventEnter, true
 	case "LEAVE_GAME_MODE":
 		return EventLeave, true
+	case "HEARTBEAT_GAME_MODE":
+		return EventHeartbeat, true
 	}
 	return 0, false
 }
