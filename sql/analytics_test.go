@@ -54,7 +54,7 @@ func slotName(s domain.Slot) slotKey {
 }
 
 // generate makes n events of users users, seconds apart, in stream order.
-// Stale LEAVEs, moves, refreshes and gaps longer than the TTL all occur.
+// Stale LEAVEs, moves, refreshes, heartbeats and gaps longer than the TTL all occur.
 func generate(seed uint64, n, users int) []genEvent {
 	r := rand.New(rand.NewPCG(seed, 1))
 	evs := make([]genEvent, 0, n)
@@ -62,8 +62,11 @@ func generate(seed uint64, n, users int) []genEvent {
 	for i := 0; i < n; i++ {
 		at = at.Add(time.Duration(1+r.IntN(60)) * time.Second)
 		typ := domain.EventEnter
-		if r.IntN(3) == 0 {
+		switch r.IntN(6) {
+		case 0, 1:
 			typ = domain.EventLeave
+		case 2:
+			typ = domain.EventHeartbeat
 		}
 		evs = append(evs, genEvent{
 			id:     "e" + strconv.Itoa(i),
@@ -152,14 +155,14 @@ func replay(evs []genEvent, from, to time.Time, ttl time.Duration) ([]refTransit
 			tr.before = &s
 		}
 		x := domain.Apply(p.st, e.typ, e.slot(), e.seq)
-		tr.outcome = x.Outcome
-		switch x.Outcome {
+		tr.outcome = sqlOutcome(x.Outcome)
+		switch tr.outcome {
 		case domain.OutcomeLeft:
 			closeSession(p, e.at, "left")
 		case domain.OutcomeMoved:
 			closeSession(p, e.at, "moved")
 		}
-		if x.Outcome == domain.OutcomeEntered || x.Outcome == domain.OutcomeMoved {
+		if tr.outcome == domain.OutcomeEntered || tr.outcome == domain.OutcomeMoved {
 			sessions = append(sessions, refSession{user: e.user, slot: slotKey{e.region, e.mode}, start: e.at})
 			p.session = len(sessions) - 1
 		}
@@ -172,6 +175,20 @@ func replay(evs []genEvent, from, to time.Time, ttl time.Duration) ([]refTransit
 		}
 	}
 	return trs, sessions
+}
+
+// sqlOutcome is the outcome event_transitions reports: a heartbeat's is
+// that of an ENTER of the same slot.
+func sqlOutcome(o domain.Outcome) domain.Outcome {
+	switch o {
+	case domain.OutcomeHeartbeat:
+		return domain.OutcomeRefreshed
+	case domain.OutcomeHeartbeatEntered:
+		return domain.OutcomeEntered
+	case domain.OutcomeHeartbeatMoved:
+		return domain.OutcomeMoved
+	}
+	return o
 }
 
 func hourOf(t time.Time) time.Time { return t.UTC().Truncate(time.Hour) }

@@ -3,6 +3,10 @@
 // (GET /api/v1/popular_game_modes), and exposes /healthz, /readyz and
 // /metrics. Every error answer is JSON {"error":{"code":"...","message":"..."}}.
 //
+// Read your writes: the answer to a stored event carries a consistency
+// token; a lobby read given it (after=) answers once the event is reflected,
+// waiting at most Config.ConsistencyWait (then 504 timeout).
+//
 // Protections, all configured by Config and off (or generous) by default:
 // bearer JWT authentication of POST /api/v1/event (Config.Auth: 401
 // unauthorized, 403 forbidden when a player reports for another user; GET
@@ -38,7 +42,8 @@ import (
 const (
 	// PathEvent accepts one player event (POST).
 	PathEvent = "/api/v1/event"
-	// PathPopular answers the lobby list of a region (GET, query parameter region).
+	// PathPopular answers the lobby list of a region (GET, query parameter
+	// region; with QueryAfter, once the token's event is reflected).
 	PathPopular = "/api/v1/popular_game_modes"
 	// PathHealthz answers 200 while the process is alive (GET).
 	PathHealthz = "/healthz"
@@ -156,6 +161,15 @@ type Config struct {
 	// beyond it POST /api/v1/event answers 503 overloaded with Retry-After
 	// at once, without queueing. A negative value means no cap.
 	MaxInflight int
+
+	// ConsistencyWait bounds how long GET /api/v1/popular_game_modes with a
+	// consistency token (after=) waits for the event to be reflected
+	// (default 2s); then the answer is 504 timeout.
+	ConsistencyWait time.Duration
+	// MaxConsistencyWaiters caps the reads waiting for a consistency token at
+	// once (default 4096); beyond it such a read answers 503 overloaded with
+	// Retry-After at once. A negative value means no cap.
+	MaxConsistencyWaiters int
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -193,6 +207,12 @@ func (c Config) WithDefaults() Config {
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight
 	}
+	if c.ConsistencyWait <= 0 {
+		c.ConsistencyWait = DefaultConsistencyWait
+	}
+	if c.MaxConsistencyWaiters == 0 {
+		c.MaxConsistencyWaiters = DefaultMaxConsistencyWaiters
+	}
 	return c
 }
 
@@ -218,6 +238,9 @@ func (c Config) Validate() error {
 	}
 	if c.UserRateBurst < 0 || c.AddrRateBurst < 0 {
 		return errors.New("httpapi: a rate limit burst must be >= 0 (0 = default)")
+	}
+	if c.ConsistencyWait < 0 {
+		return fmt.Errorf("httpapi: consistency wait %v: must be >= 0 (0 = default)", c.ConsistencyWait)
 	}
 	if _, err := parseProxies(c.TrustedProxies); err != nil {
 		return fmt.Errorf("httpapi: trusted proxies: %w", err)
@@ -247,6 +270,9 @@ type Deps struct {
 	// authentication, limits and outages; events being stored); nil means
 	// they are not registered.
 	Registerer prometheus.Registerer
+	// Applied serves reads given a consistency token; nil means Lobby when
+	// it is an AppliedWaiter (as lobby.View is), else such reads answer 501.
+	Applied AppliedWaiter
 }
 
 // Server is the fiber HTTP edge. Create it with New, start it with Listen
@@ -265,6 +291,12 @@ type Server struct {
 	proxies   proxySet
 	inflight  atomic.Int64
 	metrics   *metrics
+
+	waiter      AppliedWaiter
+	waiting     atomic.Int64 // reads waiting for a consistency token
+	waitMetrics *waitMetrics
+	base        context.Context // canceled at Shutdown: ends the waits
+	cancelBase  context.CancelFunc
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -290,6 +322,12 @@ func New(cfg Config, deps Deps) *Server {
 		s.log = slog.Default()
 	}
 	s.metrics = newMetrics(deps.Registerer, &s.inflight, s.log)
+	s.base, s.cancelBase = context.WithCancel(context.Background())
+	s.waiter = deps.Applied
+	if w, ok := deps.Lobby.(AppliedWaiter); ok && s.waiter == nil {
+		s.waiter = w
+	}
+	s.waitMetrics = newWaitMetrics(deps.Registerer, s)
 	gatherer := deps.Gatherer
 	if gatherer == nil {
 		gatherer = prometheus.DefaultGatherer
@@ -389,6 +427,7 @@ func (s *Server) Addr() string {
 // than once; a shut down Server cannot listen again.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopping.Store(true)
+	s.cancelBase() // reads waiting for a consistency token answer at once
 	s.mu.Lock()
 	ln, served := s.ln, s.served
 	s.ln = nil
@@ -472,10 +511,21 @@ func (s *Server) postEvent(c *fiber.Ctx) error {
 	return c.Status(fiber.StatusAccepted).JSON(receipt)
 }
 
+// getPopular answers a region's lobby list; given a consistency token
+// (after=), only once the token's event is reflected in it.
 func (s *Server) getPopular(c *fiber.Ctx) error {
-	b, err := s.lobby.Popular(c.Query("region"))
+	region := c.Query("region")
+	b, err := s.lobby.Popular(region)
 	if err != nil {
 		return err
+	}
+	if c.Context().QueryArgs().Has(QueryAfter) {
+		if err := s.awaitToken(c, c.Query(QueryAfter)); err != nil {
+			return err
+		}
+		if b, err = s.lobby.Popular(region); err != nil {
+			return err
+		}
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(b)

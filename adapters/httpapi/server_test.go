@@ -46,7 +46,8 @@ func newEnv(t *testing.T, cfg httpapi.Config) *env {
 	_, js := natstest.Connect(t, ns.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := topology.Ensure(ctx, js, topology.Config{}); err != nil {
+	topo, err := topology.Ensure(ctx, js, topology.Config{})
+	if err != nil {
 		t.Fatalf("ensure topology: %v", err)
 	}
 	stream, err := js.Stream(ctx, topology.EventsStream)
@@ -55,8 +56,9 @@ func newEnv(t *testing.T, cfg httpapi.Config) *env {
 	}
 	reg := prometheus.NewRegistry()
 	catalog := domain.DefaultCatalog()
-	svc := ingest.NewService(catalog, jsadapter.NewEventPublisher(js), ingest.NewMetrics(reg))
+	svc := ingest.NewService(catalog, jsadapter.NewEventPublisher(js), ingest.NewMetrics(reg), ingest.WithPartitions(topo.Partitions))
 	view := lobby.NewView(catalog, nil)
+	view.SetPartitions(topo.Partitions)
 	srv := httpapi.New(cfg, httpapi.Deps{Events: svc, Lobby: view, Gatherer: reg})
 	return &env{t: t, ns: ns, js: js, stream: stream, reg: reg, svc: svc, view: view, srv: srv}
 }
@@ -262,10 +264,12 @@ func TestPostEventStoresInStream(t *testing.T) {
 	if err := json.Unmarshal(r.body, &receipt); err != nil {
 		t.Fatalf("receipt %q: %v", r.body, err)
 	}
-	if receipt != (ingest.Receipt{EventID: "happy-1", Duplicate: false}) {
-		t.Fatalf("receipt %+v", receipt)
+	// The token names the user's partition and the event's stream sequence.
+	token := domain.ConsistencyToken{Partition: domain.PartitionOf("1", topology.DefaultPartitions), Seq: before + 1}.String()
+	if receipt != (ingest.Receipt{EventID: "happy-1", Duplicate: false, ConsistencyToken: token}) {
+		t.Fatalf("receipt %+v, want token %s", receipt, token)
 	}
-	if string(r.body) != `{"event_id":"happy-1","duplicate":false}` {
+	if string(r.body) != `{"event_id":"happy-1","duplicate":false,"consistency_token":"`+token+`"}` {
 		t.Errorf("body %s", r.body)
 	}
 	if got := e.count(); got != before+1 {
@@ -290,8 +294,9 @@ func TestPostEventRetryIsDuplicate(t *testing.T) {
 	if second.status != http.StatusAccepted {
 		t.Fatalf("retry: %d %s", second.status, second.body)
 	}
-	if string(second.body) != `{"event_id":"retry-1","duplicate":true}` {
-		t.Fatalf("retry body %s", second.body)
+	// The retry's token names the copy stored first.
+	if want := `{"event_id":"retry-1","duplicate":true,"consistency_token":"` + first.json(t)["consistency_token"].(string) + `"}`; string(second.body) != want {
+		t.Fatalf("retry body %s, want %s", second.body, want)
 	}
 	if got := e.count(); got != before+1 {
 		t.Fatalf("stream holds %d messages after a retry, want %d", got, before+1)

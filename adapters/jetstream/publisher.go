@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/gamemodes/gamemodes/modules/ingest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -25,20 +26,22 @@ type EventPublisher struct {
 func NewEventPublisher(js jetstream.JetStream) *EventPublisher { return &EventPublisher{js: js} }
 
 // PublishEvent stores payload under subject with msgID as Nats-Msg-Id and
-// returns whether the stream had already stored that id.
-func (p *EventPublisher) PublishEvent(ctx context.Context, subject, msgID string, payload []byte) (bool, error) {
+// returns the stream's sequence of the event and whether the stream had
+// already stored that id (then the sequence is the first copy's: the
+// server's acknowledgement of a duplicate carries it).
+func (p *EventPublisher) PublishEvent(ctx context.Context, subject, msgID string, payload []byte) (ingest.PublishAck, error) {
 	msg := &nats.Msg{Subject: subject, Data: payload, Header: nats.Header{}}
 	msg.Header.Set(SourceHeader, "http")
 	fut, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID))
 	if err != nil {
-		return false, fmt.Errorf("publish event: %w", err)
+		return ingest.PublishAck{}, fmt.Errorf("publish event: %w", err)
 	}
 	select {
 	case ack := <-fut.Ok():
-		return ack.Duplicate, nil
+		return ingest.PublishAck{Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
 	case err := <-fut.Err():
-		return false, fmt.Errorf("publish event: %w", err)
+		return ingest.PublishAck{}, fmt.Errorf("publish event: %w", err)
 	case <-ctx.Done():
-		return false, fmt.Errorf("publish event: %w", ctx.Err())
+		return ingest.PublishAck{}, fmt.Errorf("publish event: %w", ctx.Err())
 	}
 }

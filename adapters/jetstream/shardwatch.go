@@ -13,6 +13,9 @@ import (
 // ShardSink receives count-shard changes (the lobby view).
 type ShardSink interface {
 	SetShard(partition int, counts domain.Counts)
+	// SetApplied follows SetShard with the shard's applied sequence: every
+	// event of the partition up to it is reflected in the counts just set.
+	SetApplied(partition int, appliedSeq uint64)
 	DeleteShard(partition int)
 	MarkSynced()
 }
@@ -51,12 +54,13 @@ func (w *ShardWatcher) apply(c kvChange) {
 		w.sink.DeleteShard(p)
 		return
 	}
-	_, counts, _, err := w.catalog.DecodeShard(c.Value)
+	h, counts, _, err := w.catalog.DecodeShard(c.Value)
 	if err != nil {
 		w.log.Warn("count shard unreadable", "key", c.Key, "err", err)
 		return
 	}
 	w.sink.SetShard(p, counts)
+	w.sink.SetApplied(p, h.AppliedSeq)
 }
 
 // Stop ends the watch.

@@ -38,6 +38,7 @@ type stack struct {
 	view    *lobby.View
 	events  *ingest.Metrics
 	metrics *partition.Metrics
+	reg     *prometheus.Registry
 	store   *jsadapter.PartitionStore
 }
 
@@ -55,9 +56,11 @@ func newStack(t testing.TB, url string, ttl time.Duration, partitions int) *stac
 	}
 	s := &stack{t: t, url: url, js: js, topo: topo, catalog: domain.MustCatalog(testRegions, []int{1, 2, 3, 4})}
 	reg := prometheus.NewRegistry()
+	s.reg = reg
 	s.events = ingest.NewMetrics(reg)
 	s.metrics = partition.NewMetrics(reg, s.events)
 	s.view = lobby.NewView(s.catalog, nil)
+	s.view.SetPartitions(topo.Partitions)
 	w := jsadapter.NewShardWatcher(js, s.catalog, s.view, quietLog())
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -113,6 +116,13 @@ type event struct {
 // stream deduplicated it.
 func (s *stack) publish(e event) bool {
 	s.t.Helper()
+	return s.publishAck(e).Duplicate
+}
+
+// publishAck stores an event as a game server would, and returns the
+// stream's acknowledgement.
+func (s *stack) publishAck(e event) *jetstream.PubAck {
+	s.t.Helper()
 	body := fmt.Sprintf(`{"user_id":%q,"event_type":%q,"event_payload":{"game_mode":%d,"region":%q}}`, e.User, e.Type.String(), e.Mode, e.Region)
 	var opts []jetstream.PublishOpt
 	if e.ID != "" {
@@ -122,7 +132,7 @@ func (s *stack) publish(e event) bool {
 	if err != nil {
 		s.t.Fatalf("publish: %v", err)
 	}
-	return ack.Duplicate
+	return ack
 }
 
 // model is the ground truth: where each user is counted.
@@ -135,7 +145,7 @@ func newModel() *model { return &model{at: map[string][2]any{}} }
 func (m *model) apply(e event) {
 	cur, present := m.at[e.User]
 	switch e.Type {
-	case domain.EventEnter:
+	case domain.EventEnter, domain.EventHeartbeat:
 		m.at[e.User] = [2]any{e.Region, e.Mode}
 	case domain.EventLeave:
 		if present && cur == [2]any{e.Region, e.Mode} {
@@ -206,8 +216,11 @@ func randomEvents(rng *rand.Rand, n, users int) []event {
 			Mode:   1 + rng.IntN(4),
 			Type:   domain.EventEnter,
 		}
-		if rng.IntN(3) == 0 {
+		switch rng.IntN(6) {
+		case 0, 1:
 			e.Type = domain.EventLeave
+		case 2:
+			e.Type = domain.EventHeartbeat
 		}
 		out = append(out, e)
 	}
@@ -322,6 +335,27 @@ func sumRejected(m *ingest.Metrics) float64 {
 	return total
 }
 
+// every calls f every d in the background until stop is called; stop
+// returns once f no longer runs.
+func every(d time.Duration, f func()) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(d)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				f()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
 func waitFor(t testing.TB, within time.Duration, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -343,21 +377,9 @@ func TestExpiredPlayersLeaveTheirModeAndActiveOnesStay(t *testing.T) {
 	}
 	s.waitCounts(map[string]map[int]int64{"BR": {2: 10}}, 5*time.Second)
 	// Player 0 keeps playing; the others drop without LEAVE.
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(300 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				s.publish(event{User: userName(0), Type: domain.EventEnter, Region: "BR", Mode: 2})
-			}
-		}
-	}()
+	stop := every(300*time.Millisecond, func() {
+		s.publish(event{User: userName(0), Type: domain.EventEnter, Region: "BR", Mode: 2})
+	})
 	s.waitCounts(map[string]map[int]int64{"BR": {2: 1}}, ttl+5*time.Second)
 	// Stays at 1 for more than a TTL while refreshed.
 	deadline := time.Now().Add(ttl + time.Second)
@@ -367,8 +389,7 @@ func TestExpiredPlayersLeaveTheirModeAndActiveOnesStay(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	close(stop)
-	<-done
+	stop()
 	s.waitCounts(map[string]map[int]int64{}, ttl+5*time.Second)
 	if got := testutil.ToFloat64(s.metrics.ExpiriesCounter()); got != 10 {
 		t.Fatalf("expiries metric %v, want 10", got)

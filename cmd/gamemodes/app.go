@@ -224,12 +224,15 @@ var workerModule = fx.Module("worker",
 var edgeModule = fx.Module("edge",
 	ingest.Module,
 	fx.Provide(
+		fx.Annotate(func(n *NATS) ingest.Option { return ingest.WithPartitions(n.Topology.Partitions) },
+			fx.ResultTags(`group:"`+ingest.OptionsGroup+`"`)),
 		fx.Annotate(jsadapter.NewEventPublisher, fx.As(new(ingest.Publisher))),
 		fx.Annotate(func(s *ingest.Service) *ingest.Service { return s }, fx.As(new(httpapi.EventSubmitter))),
 		func(c *domain.Catalog, reg prometheus.Registerer) *lobby.View { return lobby.NewView(c, reg) },
 		fx.Annotate(func(v *lobby.View) *lobby.View { return v }, fx.As(new(httpapi.LobbyLists))),
 	),
 	fx.Invoke(func(lc fx.Lifecycle, n *NATS, v *lobby.View, log *slog.Logger) {
+		v.SetPartitions(n.Topology.Partitions)
 		w := jsadapter.NewShardWatcher(n.JS, v.Catalog(), v, log.With("component", "lobby"))
 		lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
 	}),
@@ -295,6 +298,7 @@ func httpConfig(cfg Config, log *slog.Logger) (httpapi.Config, error) {
 		UserRateLimit: cfg.RateLimitUser, UserRateBurst: cfg.RateBurstUser,
 		AddrRateLimit: cfg.RateLimitAddr, AddrRateBurst: cfg.RateBurstAddr,
 		TrustedProxies: cfg.TrustedProxies, MaxInflight: cfg.MaxInflight,
+		ConsistencyWait: cfg.ConsistencyWait, MaxConsistencyWaiters: cfg.ConsistencyWaiters,
 	}
 	if err := hc.Validate(); err != nil {
 		return httpapi.Config{}, fmt.Errorf("HTTP limits: %w", err)

@@ -212,7 +212,7 @@ type truth map[string][2]any
 
 func (tr truth) apply(user, typ, region string, mode int) {
 	switch typ {
-	case "ENTER_GAME_MODE":
+	case "ENTER_GAME_MODE", "HEARTBEAT_GAME_MODE":
 		tr[user] = [2]any{region, mode}
 	case "LEAVE_GAME_MODE":
 		if cur, ok := tr[user]; ok && cur == [2]any{region, mode} {

@@ -38,6 +38,7 @@ type config struct {
 	dropRatio   float64
 	staleRatio  float64
 	travelRatio float64
+	beatRatio   float64
 
 	rate        float64
 	concurrency int
@@ -83,6 +84,7 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	fs.Float64Var(&c.dropRatio, "drop-ratio", 0.01, "share of a counted player's next steps that are a drop: the player goes silent without LEAVE")
 	fs.Float64Var(&c.staleRatio, "stale-leave-ratio", 0.01, "share of steps that are a stale LEAVE (for a mode the player is not in: must change nothing)")
 	fs.Float64Var(&c.travelRatio, "travel-ratio", 0.02, "share of a counted player's next steps that enter a mode in another region")
+	fs.Float64Var(&c.beatRatio, "heartbeat-ratio", 0, "share of a counted player's next steps that are a HEARTBEAT of the mode they are in (changes no count)")
 
 	fs.Float64Var(&c.rate, "rate", 0, "open loop: operations per second, paced on a schedule; 0 = closed loop, as fast as --concurrency workers go")
 	fs.IntVar(&c.concurrency, "concurrency", 64, "workers (HTTP: one request in flight each; players are sharded over workers)")
@@ -164,14 +166,14 @@ func (c *config) validate() error {
 	if c.duration == 0 && c.events == 0 {
 		bad("give --duration or --events")
 	}
-	for _, r := range []float64{c.leaveRatio, c.dropRatio, c.staleRatio, c.travelRatio, c.regionSkew, c.modeSkew} {
+	for _, r := range []float64{c.leaveRatio, c.dropRatio, c.staleRatio, c.travelRatio, c.beatRatio, c.regionSkew, c.modeSkew} {
 		if r < 0 {
 			bad("ratios and skews must not be negative")
 			break
 		}
 	}
-	if c.leaveRatio+c.dropRatio+c.staleRatio+c.travelRatio > 1 {
-		bad("--leave-ratio + --drop-ratio + --stale-leave-ratio + --travel-ratio must be at most 1")
+	if c.leaveRatio+c.dropRatio+c.staleRatio+c.travelRatio+c.beatRatio > 1 {
+		bad("--leave-ratio + --drop-ratio + --stale-leave-ratio + --travel-ratio + --heartbeat-ratio must be at most 1")
 	}
 	if c.userPrefix != "" && !isTokenString(c.userPrefix) {
 		bad("--user-prefix %q: want [A-Za-z0-9_-]", c.userPrefix)

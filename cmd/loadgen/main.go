@@ -32,7 +32,8 @@
 // their home region; a counted player moves to another mode (ENTER), leaves
 // (--leave-ratio), travels to another region (--travel-ratio), sends a stale
 // LEAVE for a mode they are not in (--stale-leave-ratio, must change
-// nothing), or drops: goes silent without LEAVE for the rest of the run
+// nothing), sends a HEARTBEAT of the mode they are in (--heartbeat-ratio,
+// changes no count), or drops: goes silent without LEAVE for the rest of the run
 // (--drop-ratio). User ids are "<prefix><n>" with a prefix unique to the run,
 // so runs never share players.
 //
@@ -58,7 +59,7 @@
 //
 // The loadgen keeps, for every player, where the service must count them:
 // the effect of their acknowledged events only (202 or PubAck), by the
-// contract's semantics (ENTER counts in or moves, LEAVE removes only from the
+// contract's semantics (ENTER and HEARTBEAT count in or move, LEAVE removes only from the
 // current slot, a stale LEAVE changes nothing). After the run it reads
 // GET /api/v1/popular_game_modes for every region (this needs --http-url in
 // nats mode too) every 100 ms until every list equals the truth or --settle

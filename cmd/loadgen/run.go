@@ -93,7 +93,7 @@ func newRunner(cfg config, log io.Writer) (*runner, error) {
 		if prefix == "" {
 			prefix = "lg" + r.runID + "-"
 		}
-		m := mix{leave: cfg.leaveRatio, drop: cfg.dropRatio, staleLeave: cfg.staleRatio, travel: cfg.travelRatio}
+		m := mix{leave: cfg.leaveRatio, drop: cfg.dropRatio, staleLeave: cfg.staleRatio, travel: cfg.travelRatio, heartbeat: cfg.beatRatio}
 		r.pop = newPopulation(cat, cfg.players, cfg.regionSkew, cfg.modeSkew, m, r.seed, prefix, cfg.playerTTL > 0, true)
 	}
 	return r, nil

@@ -48,12 +48,13 @@ type slotState struct {
 }
 
 // nextState is the contract's semantics of one acknowledged event, written
-// independently of the service's code: ENTER counts the player in the slot
-// (moving them, or only refreshing when they are already there); LEAVE
-// removes them only from the slot they are in, a stale LEAVE changes nothing.
+// independently of the service's code: ENTER and HEARTBEAT count the player
+// in the slot (moving them, or only refreshing when they are already there);
+// LEAVE removes them only from the slot they are in, a stale LEAVE changes
+// nothing.
 func nextState(cur slotState, typ domain.EventType, slot domain.Slot) slotState {
 	switch typ {
-	case domain.EventEnter:
+	case domain.EventEnter, domain.EventHeartbeat:
 		return slotState{present: true, slot: slot}
 	case domain.EventLeave:
 		if cur.present && cur.slot == slot {
@@ -87,7 +88,7 @@ type plannedEvent struct {
 // mix is the probabilities of a counted player's next step; the rest moves
 // to another mode of the same region.
 type mix struct {
-	leave, drop, staleLeave, travel float64
+	leave, drop, staleLeave, travel, heartbeat float64
 }
 
 // population is the simulated players and the loadgen's ground truth: the
@@ -180,6 +181,8 @@ func (p *population) plan(rng *rand.Rand, i int) (plannedEvent, bool) {
 		if s, ok := p.pickSlot(rng, p.otherRegion(rng, int(cur.Region)), cur, true); ok {
 			return enter(s)
 		}
+	case u < m.drop+m.leave+m.staleLeave+m.travel+m.heartbeat:
+		return plannedEvent{player: i, typ: domain.EventHeartbeat, slot: cur}, true
 	}
 	if s, ok := p.pickSlot(rng, int(cur.Region), cur, true); ok {
 		return enter(s)

@@ -34,6 +34,9 @@ func TestNextStateFollowsTheContract(t *testing.T) {
 		{"stale leave of another mode changes nothing", inA, domain.EventLeave, slotB, inA},
 		{"stale leave of another region changes nothing", inA, domain.EventLeave, slotC, inA},
 		{"leave while absent changes nothing", absent, domain.EventLeave, slotA, absent},
+		{"heartbeat while absent counts in", absent, domain.EventHeartbeat, slotA, inA},
+		{"heartbeat of the current mode changes nothing", inA, domain.EventHeartbeat, slotA, inA},
+		{"heartbeat of another mode moves", inA, domain.EventHeartbeat, slotB, slotState{present: true, slot: slotB}},
 	}
 	for _, tt := range tests {
 		if got := nextState(tt.cur, tt.typ, tt.slot); got != tt.want {
@@ -50,10 +53,7 @@ func TestNextStateAgreesWithDomainApply(t *testing.T) {
 		var model slotState
 		var svc domain.PlayerState
 		for seq := uint64(1); seq <= 50; seq++ {
-			typ := domain.EventEnter
-			if rng.IntN(2) == 0 {
-				typ = domain.EventLeave
-			}
+			typ := []domain.EventType{domain.EventEnter, domain.EventLeave, domain.EventHeartbeat}[rng.IntN(3)]
 			slot := domain.Slot{Region: uint16(rng.IntN(2)), Mode: uint16(rng.IntN(3))}
 			model = nextState(model, typ, slot)
 			svc = domain.Apply(svc, typ, slot, seq).Next
@@ -113,7 +113,7 @@ func testCatalog(t *testing.T) *domain.Catalog {
 // player's state.
 func TestPopulationPlansValidTransitions(t *testing.T) {
 	cat := testCatalog(t)
-	m := mix{leave: 0.25, drop: 0.02, staleLeave: 0.05, travel: 0.05}
+	m := mix{leave: 0.25, drop: 0.02, staleLeave: 0.05, travel: 0.05, heartbeat: 0.1}
 	pop := newPopulation(cat, 500, 1, 1, m, 7, "p-", false, true)
 	if !pop.hasProbe || pop.probe != (domain.Slot{Region: 2, Mode: 3}) {
 		t.Fatalf("probe slot %+v (reserved %v)", pop.probe, pop.hasProbe)
@@ -138,6 +138,11 @@ func TestPopulationPlansValidTransitions(t *testing.T) {
 			t.Fatalf("planned the probe slot: %+v", pe)
 		}
 		switch {
+		case pe.typ == domain.EventHeartbeat:
+			if !before.present || before.slot != pe.slot {
+				t.Fatalf("heartbeat %+v of a player at %+v", pe, before)
+			}
+			seen["heartbeat"]++
 		case pe.typ == domain.EventEnter && !before.present:
 			seen["enter"]++
 		case pe.typ == domain.EventEnter && before.slot == pe.slot:
@@ -153,7 +158,7 @@ func TestPopulationPlansValidTransitions(t *testing.T) {
 		}
 		pop.ack(pe, time.Now())
 	}
-	for _, k := range []string{"enter", "move", "travel", "leave", "stale_leave", "drop"} {
+	for _, k := range []string{"enter", "move", "travel", "leave", "stale_leave", "heartbeat", "drop"} {
 		if seen[k] == 0 {
 			t.Errorf("no %s in %v", k, seen)
 		}

@@ -20,6 +20,9 @@ type EventType uint8
 const (
 	EventEnter EventType = iota + 1
 	EventLeave
+	// EventHeartbeat states where the player is now: it counts them in (or
+	// moves them) like EventEnter and refreshes their TTL. Game servers send
+	// it periodically for every player they host.
 	EventHeartbeat
 )
 
@@ -62,7 +65,7 @@ type Event struct {
 	ID string
 	// UserID is the canonical string form of the user id (1 and "1" are both "1").
 	UserID string
-	// Type is ENTER or LEAVE.
+	// Type is ENTER, LEAVE or HEARTBEAT.
 	Type EventType
 	// Region is a configured region.
 	Region string
@@ -165,7 +168,7 @@ func (c *Catalog) DecodeEvent(body []byte, now time.Time) (Event, error) {
 	}
 	var ok bool
 	if ev.Type, ok = ParseEventType(et); !ok {
-		return Event{}, invalid(CodeInvalidEventType, "event_type must be ENTER_GAME_MODE or LEAVE_GAME_MODE")
+		return Event{}, invalid(CodeInvalidEventType, "event_type must be ENTER_GAME_MODE, LEAVE_GAME_MODE or HEARTBEAT_GAME_MODE")
 	}
 	if ev.Region, ev.GameMode, err = c.decodePayload(w.EventPayload); err != nil {
 		return Event{}, err

@@ -102,6 +102,7 @@ func TestDecodeEventAccepted(t *testing.T) {
 		{"event_id inner space", body("event_id", `"a b\u00a0c"`), with(func(e *Event) { e.ID = "a b\u00a0c" })},
 		{"user_id string with edge spaces kept", body("user_id", `" 1 "`), with(func(e *Event) { e.UserID = " 1 " })},
 		{"leave", body("event_type", `"LEAVE_GAME_MODE"`), with(func(e *Event) { e.Type = EventLeave })},
+		{"heartbeat", body("event_type", `"HEARTBEAT_GAME_MODE"`), with(func(e *Event) { e.Type = EventHeartbeat })},
 		{"event_type escaped", body("event_type", `"ENTER\u005fGAME_MODE"`), base},
 		{"region SEA mode 10", body("event_payload", payload(`10`, `"SEA"`)), with(func(e *Event) { e.Region, e.GameMode = "SEA", 10 })},
 		{"payload extra fields", body("event_payload", `{"region":"EU","x":[1,{"y":null}],"game_mode":3}`), with(func(e *Event) { e.Region, e.GameMode = "EU", 3 })},
@@ -251,6 +252,8 @@ func TestDecodeEventRejected(t *testing.T) {
 		{"event_type lowercase", body("event_type", `"enter_game_mode"`), CodeInvalidEventType},
 		{"event_type mixed case", body("event_type", `"Leave_Game_Mode"`), CodeInvalidEventType},
 		{"event_type unknown", body("event_type", `"JOIN"`), CodeInvalidEventType},
+		{"event_type heartbeat lowercase", body("event_type", `"heartbeat_game_mode"`), CodeInvalidEventType},
+		{"event_type heartbeat abbreviated", body("event_type", `"HEARTBEAT"`), CodeInvalidEventType},
 		{"event_type empty", body("event_type", `""`), CodeInvalidEventType},
 		{"event_type padded", body("event_type", `" ENTER_GAME_MODE"`), CodeInvalidEventType},
 		{"event_type number", body("event_type", `1`), CodeInvalidEventType},
@@ -424,7 +427,7 @@ func TestCheckEventIDAndUserID(t *testing.T) {
 }
 
 func TestEventTypeNames(t *testing.T) {
-	for _, et := range []EventType{EventEnter, EventLeave} {
+	for _, et := range []EventType{EventEnter, EventLeave, EventHeartbeat} {
 		got, ok := ParseEventType(et.String())
 		if !ok || got != et {
 			t.Errorf("ParseEventType(%q) = %v %v", et.String(), got, ok)
@@ -435,6 +438,17 @@ func TestEventTypeNames(t *testing.T) {
 	}
 	if _, ok := ParseEventType("UNKNOWN"); ok {
 		t.Error("ParseEventType(UNKNOWN) ok")
+	}
+}
+
+func TestInvalidEventTypeMessageListsEveryType(t *testing.T) {
+	_, err := DefaultCatalog().DecodeEvent([]byte(body("event_type", `"JOIN"`)), defaultTS)
+	v, ok := AsValidationError(err)
+	if !ok || v.Code != CodeInvalidEventType {
+		t.Fatalf("error %v, want %s", err, CodeInvalidEventType)
+	}
+	if want := "event_type must be ENTER_GAME_MODE, LEAVE_GAME_MODE or HEARTBEAT_GAME_MODE"; v.Message != want {
+		t.Fatalf("message %q, want %q", v.Message, want)
 	}
 }
 
@@ -749,6 +763,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		body(),
 		body("user_id", `"1"`, "event_id", `"abc"`),
 		body("event_type", `"LEAVE_GAME_MODE"`, "timestamp", `1795654800123`),
+		body("event_type", `"HEARTBEAT_GAME_MODE"`),
 		body("timestamp", `1795654800.5`, "event_payload", payload(`10`, `"SEA"`)),
 		body("user_id", `"a\"b\\c<>&\u2028é"`, "timestamp", omit),
 		body("timestamp", `"2026-11-26T03:30:00.123456789+02:30"`),
@@ -788,7 +803,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		if _, ok := c.SlotOf(ev.Region, ev.GameMode); !ok {
 			t.Fatalf("accepted unconfigured slot: %+v", ev)
 		}
-		if ev.Type != EventEnter && ev.Type != EventLeave {
+		if ev.Type != EventEnter && ev.Type != EventLeave && ev.Type != EventHeartbeat {
 			t.Fatalf("accepted event type %d", ev.Type)
 		}
 		if ev.Timestamp.Before(minTimestamp) || ev.Timestamp.After(maxTimestamp) || ev.Timestamp.Location() != time.UTC {

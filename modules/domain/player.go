@@ -28,17 +28,24 @@ type Outcome uint8
 
 // Outcomes of Apply and Expire.
 const (
-	OutcomeDuplicate  Outcome = iota // the event was applied before (sequence at or below LastSeq): nothing changes
-	OutcomeEntered                   // counted into a slot
-	OutcomeMoved                     // moved from one slot to another
-	OutcomeRefreshed                 // entered the slot they are in: TTL refreshed only
-	OutcomeLeft                      // left their slot
-	OutcomeStaleLeave                // left a slot they are not in: nothing changes but the TTL
-	OutcomeExpired                   // expired out of their slot
-	OutcomeNothing                   // expiry of a player who was not counted
+	OutcomeDuplicate        Outcome = iota // the event was applied before (sequence at or below LastSeq): nothing changes
+	OutcomeEntered                         // counted into a slot
+	OutcomeMoved                           // moved from one slot to another
+	OutcomeRefreshed                       // entered the slot they are in: TTL refreshed only
+	OutcomeLeft                            // left their slot
+	OutcomeStaleLeave                      // left a slot they are not in: nothing changes but the TTL
+	OutcomeExpired                         // expired out of their slot
+	OutcomeNothing                         // expiry of a player who was not counted
+	OutcomeHeartbeat                       // a heartbeat of the slot the player is in: TTL refreshed only
+	OutcomeHeartbeatEntered                // a heartbeat of a player not counted (never seen, left or expired): counted in
+	OutcomeHeartbeatMoved                  // a heartbeat of another slot than the player's: moved there
+
+	// NumOutcomes is the number of outcomes: they are Outcome(0) to NumOutcomes-1.
+	NumOutcomes = iota
 )
 
-var outcomeNames = [...]string{"duplicate", "entered", "moved", "refreshed", "left", "stale_leave", "expired", "nothing"}
+var outcomeNames = [NumOutcomes]string{"duplicate", "entered", "moved", "refreshed", "left", "stale_leave", "expired", "nothing",
+	"heartbeat", "heartbeat_entered", "heartbeat_moved"}
 
 // String returns a metric-friendly name.
 func (o Outcome) String() string {
@@ -67,15 +74,21 @@ func Apply(cur PlayerState, typ EventType, slot Slot, seq uint64) Transition {
 	}
 	next := PlayerState{LastSeq: seq}
 	switch typ {
-	case EventEnter:
+	case EventEnter, EventHeartbeat:
+		// A heartbeat states where the player is, like an ENTER: only its
+		// outcomes are its own, so that metrics tell them apart.
 		next.Present, next.Slot = true, slot
+		entered, refreshed, moved := OutcomeEntered, OutcomeRefreshed, OutcomeMoved
+		if typ == EventHeartbeat {
+			entered, refreshed, moved = OutcomeHeartbeatEntered, OutcomeHeartbeat, OutcomeHeartbeatMoved
+		}
 		switch {
 		case !cur.Present:
-			return Transition{Next: next, Outcome: OutcomeEntered, Added: slot, HasAdd: true}
+			return Transition{Next: next, Outcome: entered, Added: slot, HasAdd: true}
 		case cur.Slot == slot:
-			return Transition{Next: next, Outcome: OutcomeRefreshed}
+			return Transition{Next: next, Outcome: refreshed}
 		default:
-			return Transition{Next: next, Outcome: OutcomeMoved, Removed: cur.Slot, HasRemove: true, Added: slot, HasAdd: true}
+			return Transition{Next: next, Outcome: moved, Removed: cur.Slot, HasRemove: true, Added: slot, HasAdd: true}
 		}
 	case EventLeave:
 		if cur.Present && cur.Slot == slot {

@@ -57,6 +57,20 @@ func TestApplyTransitions(t *testing.T) {
 			Transition{Next: gone(5), Outcome: OutcomeDuplicate}, nil},
 		{"seq zero never applies", absent, EventEnter, s1, 0,
 			Transition{Next: absent, Outcome: OutcomeDuplicate}, nil},
+		{"heartbeat of the player's slot", at(s1, 3), EventHeartbeat, s1, 4,
+			Transition{Next: at(s1, 4), Outcome: OutcomeHeartbeat}, nil},
+		{"heartbeat of an unknown player", absent, EventHeartbeat, s1, 1,
+			Transition{Next: at(s1, 1), Outcome: OutcomeHeartbeatEntered, Added: s1, HasAdd: true}, map[Slot]int64{s1: 1}},
+		{"heartbeat after leave", gone(4), EventHeartbeat, s2, 9,
+			Transition{Next: at(s2, 9), Outcome: OutcomeHeartbeatEntered, Added: s2, HasAdd: true}, map[Slot]int64{s2: 1}},
+		{"heartbeat of another mode moves", at(s1, 3), EventHeartbeat, s2, 4,
+			Transition{Next: at(s2, 4), Outcome: OutcomeHeartbeatMoved, Removed: s1, HasRemove: true, Added: s2, HasAdd: true}, map[Slot]int64{s1: -1, s2: 1}},
+		{"heartbeat of another region moves", at(s1, 3), EventHeartbeat, s3, 10,
+			Transition{Next: at(s3, 10), Outcome: OutcomeHeartbeatMoved, Removed: s1, HasRemove: true, Added: s3, HasAdd: true}, map[Slot]int64{s1: -1, s3: 1}},
+		{"duplicate seq heartbeat", at(s1, 5), EventHeartbeat, s2, 5,
+			Transition{Next: at(s1, 5), Outcome: OutcomeDuplicate}, nil},
+		{"lower seq heartbeat", gone(5), EventHeartbeat, s1, 3,
+			Transition{Next: gone(5), Outcome: OutcomeDuplicate}, nil},
 		{"max seq", at(s1, math.MaxUint64-1), EventEnter, s2, math.MaxUint64,
 			Transition{Next: at(s2, math.MaxUint64), Outcome: OutcomeMoved, Removed: s1, HasRemove: true, Added: s2, HasAdd: true}, map[Slot]int64{s1: -1, s2: 1}},
 	}
@@ -115,9 +129,38 @@ func TestExpireTransitions(t *testing.T) {
 	}
 }
 
+// A heartbeat changes state and counts exactly as an ENTER of the same slot
+// would; only the outcome differs.
+func TestHeartbeatIsEnterWithItsOwnOutcomes(t *testing.T) {
+	slots := []Slot{{0, 0}, {0, 1}, {1, 0}}
+	heartbeatOf := map[Outcome]Outcome{
+		OutcomeEntered: OutcomeHeartbeatEntered, OutcomeRefreshed: OutcomeHeartbeat,
+		OutcomeMoved: OutcomeHeartbeatMoved, OutcomeDuplicate: OutcomeDuplicate,
+	}
+	var states []PlayerState
+	for _, seq := range []uint64{0, 5} {
+		states = append(states, PlayerState{LastSeq: seq})
+		for _, s := range slots {
+			states = append(states, PlayerState{Present: true, Slot: s, LastSeq: seq})
+		}
+	}
+	for _, cur := range states {
+		for _, s := range slots {
+			for _, seq := range []uint64{0, 5, 6} {
+				enter, beat := Apply(cur, EventEnter, s, seq), Apply(cur, EventHeartbeat, s, seq)
+				want := enter
+				want.Outcome = heartbeatOf[enter.Outcome]
+				if beat != want {
+					t.Errorf("heartbeat %v seq %d on %+v = %+v, want %+v", s, seq, cur, beat, want)
+				}
+			}
+		}
+	}
+}
+
 func TestApplyUnknownEventTypeChangesNoCounts(t *testing.T) {
 	cur := PlayerState{Present: true, Slot: Slot{1, 1}, LastSeq: 3}
-	for _, typ := range []EventType{0, 3, 255} {
+	for _, typ := range []EventType{0, 4, 255} {
 		tr := Apply(cur, typ, Slot{0, 0}, 10)
 		if tr.HasAdd || tr.HasRemove || tr.Next.Present != cur.Present || tr.Next.Slot != cur.Slot {
 			t.Errorf("Apply with event type %d = %+v", typ, tr)
@@ -129,7 +172,9 @@ func TestOutcomeString(t *testing.T) {
 	want := map[Outcome]string{
 		OutcomeDuplicate: "duplicate", OutcomeEntered: "entered", OutcomeMoved: "moved",
 		OutcomeRefreshed: "refreshed", OutcomeLeft: "left", OutcomeStaleLeave: "stale_leave",
-		OutcomeExpired: "expired", OutcomeNothing: "nothing", Outcome(200): "unknown",
+		OutcomeExpired: "expired", OutcomeNothing: "nothing", OutcomeHeartbeat: "heartbeat",
+		OutcomeHeartbeatEntered: "heartbeat_entered", OutcomeHeartbeatMoved: "heartbeat_moved",
+		Outcome(NumOutcomes): "unknown", Outcome(200): "unknown",
 	}
 	for o, s := range want {
 		if o.String() != s {
@@ -190,7 +235,8 @@ func (m *refModel) apply(user int, typ EventType, s Slot, seq uint64) Outcome {
 	}
 	m.lastSeq[user] = seq
 	cur, present := m.where[user]
-	if typ == EventEnter {
+	switch typ {
+	case EventEnter:
 		m.where[user] = s
 		switch {
 		case !present:
@@ -199,6 +245,16 @@ func (m *refModel) apply(user int, typ EventType, s Slot, seq uint64) Outcome {
 			return OutcomeRefreshed
 		default:
 			return OutcomeMoved
+		}
+	case EventHeartbeat: // the player is in s now, whatever was known
+		m.where[user] = s
+		switch {
+		case !present:
+			return OutcomeHeartbeatEntered
+		case cur == s:
+			return OutcomeHeartbeat
+		default:
+			return OutcomeHeartbeatMoved
 		}
 	}
 	if present && cur == s {
@@ -258,7 +314,7 @@ func runStateMachineProperty(t *testing.T, c *Catalog, r *rand.Rand, users, step
 				t.Fatalf("step %d: redelivery %+v not a duplicate: %v / ref %v", step, e, tr.Outcome, want)
 			}
 		case k < 15: // an event with a sequence at or below the player's last one
-			typ, s := EventType(1+r.IntN(2)), randSlot()
+			typ, s := EventType(1+r.IntN(3)), randSlot()
 			old := uint64(0)
 			if states[u].LastSeq > 0 {
 				old = r.Uint64N(states[u].LastSeq + 1)
@@ -274,12 +330,17 @@ func runStateMachineProperty(t *testing.T, c *Catalog, r *rand.Rand, users, step
 			seq += 1 + r.Uint64N(3) // other partitions' events take sequences too
 			typ := EventEnter
 			s := randSlot()
-			switch j := r.IntN(10); {
+			switch j := r.IntN(14); {
 			case j < 5: // enter somewhere, possibly where they are
 				if j == 0 && states[u].Present {
 					s = states[u].Slot
 				}
-			case j < 8: // leave where they are (when present)
+			case j < 9: // heartbeat, mostly where they are (when present)
+				typ = EventHeartbeat
+				if j < 8 && states[u].Present {
+					s = states[u].Slot
+				}
+			case j < 12: // leave where they are (when present)
 				typ = EventLeave
 				if states[u].Present {
 					s = states[u].Slot
@@ -328,8 +389,8 @@ func runStateMachineProperty(t *testing.T, c *Catalog, r *rand.Rand, users, step
 // checkTransitionShape checks a transition's internal consistency.
 func checkTransitionShape(t *testing.T, cur PlayerState, tr Transition) {
 	t.Helper()
-	adds := tr.Outcome == OutcomeEntered || tr.Outcome == OutcomeMoved
-	removes := tr.Outcome == OutcomeMoved || tr.Outcome == OutcomeLeft || tr.Outcome == OutcomeExpired
+	adds := tr.Outcome == OutcomeEntered || tr.Outcome == OutcomeMoved || tr.Outcome == OutcomeHeartbeatEntered || tr.Outcome == OutcomeHeartbeatMoved
+	removes := tr.Outcome == OutcomeMoved || tr.Outcome == OutcomeLeft || tr.Outcome == OutcomeExpired || tr.Outcome == OutcomeHeartbeatMoved
 	if tr.HasAdd != adds || tr.HasRemove != removes {
 		t.Fatalf("transition %+v: HasAdd/HasRemove do not fit outcome %v", tr, tr.Outcome)
 	}

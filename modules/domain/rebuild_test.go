@@ -26,6 +26,12 @@ func TestStateAt(t *testing.T) {
 		{"expired between events: a later stale leave does not revive", []PastEvent{{EventEnter, us1, at(0)}, {EventLeave, us2, at(70)}}, at(80), Slot{}, false},
 		{"expired then entered again", []PastEvent{{EventEnter, us1, at(0)}, {EventEnter, us2, at(90)}}, at(100), us2, true},
 		{"events after the instant are ignored", []PastEvent{{EventEnter, us1, at(0)}, {EventLeave, us1, at(40)}}, at(30), us1, true},
+		{"heartbeats keep the player past the TTL", []PastEvent{{EventEnter, us1, at(0)}, {EventHeartbeat, us1, at(40)}, {EventHeartbeat, us1, at(80)}}, at(130), us1, true},
+		{"heartbeat of another slot moves", []PastEvent{{EventEnter, us1, at(0)}, {EventHeartbeat, eu1, at(10)}}, at(30), eu1, true},
+		{"heartbeat counts an unknown player in", []PastEvent{{EventHeartbeat, us2, at(0)}}, at(30), us2, true},
+		{"heartbeat after leave counts in again", []PastEvent{{EventEnter, us1, at(0)}, {EventLeave, us1, at(10)}, {EventHeartbeat, us1, at(20)}}, at(30), us1, true},
+		{"heartbeat after expiry counts in again", []PastEvent{{EventEnter, us1, at(0)}, {EventHeartbeat, us1, at(70)}}, at(80), us1, true},
+		{"heartbeats stopped: expired", []PastEvent{{EventHeartbeat, us1, at(0)}, {EventHeartbeat, us1, at(20)}}, at(81), Slot{}, false},
 		{"no events", nil, at(0), Slot{}, false},
 	}
 	for _, c := range cases {

@@ -15,9 +15,18 @@ import (
 )
 
 // Publisher stores one event durably in the events stream under subject,
-// deduplicated by msgID, and reports whether the stream had it already.
+// deduplicated by msgID, and reports where the stream stored it.
 type Publisher interface {
-	PublishEvent(ctx context.Context, subject, msgID string, payload []byte) (duplicate bool, err error)
+	PublishEvent(ctx context.Context, subject, msgID string, payload []byte) (PublishAck, error)
+}
+
+// PublishAck is the events stream's acknowledgement of a stored event.
+type PublishAck struct {
+	// Sequence is the event's sequence in the stream; for a duplicate, the
+	// sequence of the copy stored first.
+	Sequence uint64
+	// Duplicate reports that the stream had stored this msgID already.
+	Duplicate bool
 }
 
 // ErrUnavailable means the events stream could not store the event; the
@@ -28,6 +37,11 @@ var ErrUnavailable = errors.New("event stream unavailable")
 type Receipt struct {
 	EventID   string `json:"event_id"`
 	Duplicate bool   `json:"duplicate"`
+	// ConsistencyToken names the stored event (for a duplicate, the copy
+	// stored first) for read-your-writes: a lobby read given it answers once
+	// the event is reflected (see domain.ConsistencyToken). Empty when the
+	// Service does not know the stream's partitions (WithPartitions).
+	ConsistencyToken string `json:"consistency_token,omitempty"`
 }
 
 // Source names where an event came from, for metrics.
@@ -60,15 +74,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // Service validates and stores events.
 type Service struct {
-	catalog *domain.Catalog
-	pub     Publisher
-	metrics *Metrics
-	now     func() time.Time
+	catalog    *domain.Catalog
+	pub        Publisher
+	metrics    *Metrics
+	now        func() time.Time
+	partitions int
 }
 
+// Option configures a Service.
+type Option func(*Service)
+
+// WithPartitions gives the events stream's partition count, with which the
+// Service issues consistency tokens (Receipt.ConsistencyToken).
+func WithPartitions(n int) Option { return func(s *Service) { s.partitions = n } }
+
 // NewService returns a Service publishing through pub.
-func NewService(catalog *domain.Catalog, pub Publisher, metrics *Metrics) *Service {
-	return &Service{catalog: catalog, pub: pub, metrics: metrics, now: time.Now}
+func NewService(catalog *domain.Catalog, pub Publisher, metrics *Metrics, opts ...Option) *Service {
+	s := &Service{catalog: catalog, pub: pub, metrics: metrics, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Submit validates an event body and stores it. Invalid bodies return a
@@ -83,13 +109,17 @@ func (s *Service) Submit(ctx context.Context, body []byte) (Receipt, error) {
 	if ev.ID == "" {
 		ev.ID = nuid.Next()
 	}
-	dup, err := s.pub.PublishEvent(ctx, domain.EventSubjectOf(ev), ev.ID, ev.MarshalCanonical())
+	ack, err := s.pub.PublishEvent(ctx, domain.EventSubjectOf(ev), ev.ID, ev.MarshalCanonical())
 	if err != nil {
 		s.metrics.Rejected.WithLabelValues(SourceHTTP, "unavailable").Inc()
 		return Receipt{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	s.metrics.Accepted.WithLabelValues(SourceHTTP).Inc()
-	return Receipt{EventID: ev.ID, Duplicate: dup}, nil
+	r := Receipt{EventID: ev.ID, Duplicate: ack.Duplicate}
+	if s.partitions > 0 && ack.Sequence > 0 {
+		r.ConsistencyToken = domain.ConsistencyToken{Partition: domain.PartitionOf(ev.Token(), s.partitions), Seq: ack.Sequence}.String()
+	}
+	return r, nil
 }
 
 // Reject counts a rejected event by the reason in err.
@@ -101,8 +131,14 @@ func (s *Service) Reject(source string, err error) {
 	s.metrics.Rejected.WithLabelValues(source, reason).Inc()
 }
 
-// Module provides the ingest Service; the Publisher comes from an adapter and
-// the Metrics from NewMetrics (shared with the partition owners).
+// OptionsGroup is the fx value group whose Options configure the Service
+// that Module provides, e.g. fx.Provide(fx.Annotate(func() ingest.Option {
+// return ingest.WithPartitions(32) }, fx.ResultTags(`group:"ingest_options"`))).
+const OptionsGroup = "ingest_options"
+
+// Module provides the ingest Service; the Publisher comes from an adapter,
+// the Metrics from NewMetrics (shared with the partition owners) and any
+// Options from the value group OptionsGroup.
 var Module = fx.Module("ingest",
-	fx.Provide(NewService),
+	fx.Provide(fx.Annotate(NewService, fx.ParamTags(``, ``, ``, `group:"`+OptionsGroup+`"`))),
 )

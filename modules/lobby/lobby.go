@@ -4,7 +4,9 @@
 package lobby
 
 import (
+	"context"
 	"encoding/json"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +32,14 @@ type View struct {
 	lastChange atomic.Int64 // unix nanos of the last applied shard change
 	changed    chan struct{}
 	changedMu  sync.Mutex
+
+	// Read-your-writes: each partition's applied sequence as its shard says,
+	// and a channel per partition closed (and dropped) when it changes,
+	// created by the first read waiting on it. Maps made on first use.
+	appliedMu   sync.Mutex
+	applied     map[int]uint64
+	appliedWake map[int]chan struct{}
+	partitions  atomic.Int64 // the stream's partition count; 0: unknown
 }
 
 // NewView returns an empty view over the catalog's regions and modes.
@@ -173,4 +183,75 @@ func (v *View) Changed() <-chan struct{} {
 	v.changedMu.Lock()
 	defer v.changedMu.Unlock()
 	return v.changed
+}
+
+// SetPartitions tells the view the events stream's partition count:
+// WaitApplied then refuses a partition outside it.
+func (v *View) SetPartitions(n int) { v.partitions.Store(int64(n)) }
+
+// SetApplied records a partition's applied sequence, read from the count
+// shard just given to SetShard: every event of the partition up to seq is
+// reflected in the view. It wakes the reads waiting on the partition. The
+// sequence is taken as the shard says, so a shard rebuilt for a new stream
+// may lower it.
+func (v *View) SetApplied(partition int, seq uint64) {
+	v.appliedMu.Lock()
+	defer v.appliedMu.Unlock()
+	v.initApplied()
+	if v.applied[partition] == seq {
+		return
+	}
+	v.applied[partition] = seq
+	if wake, ok := v.appliedWake[partition]; ok {
+		close(wake)
+		delete(v.appliedWake, partition)
+	}
+}
+
+// initApplied makes the applied maps on first use; callers hold appliedMu.
+func (v *View) initApplied() {
+	if v.applied == nil {
+		v.applied = map[int]uint64{}
+		v.appliedWake = map[int]chan struct{}{}
+	}
+}
+
+// Applied returns the applied sequence of a partition's count shard as the
+// view last saw it (0 before any).
+func (v *View) Applied(partition int) uint64 {
+	v.appliedMu.Lock()
+	defer v.appliedMu.Unlock()
+	return v.applied[partition]
+}
+
+// WaitApplied returns nil once the view reflects every event of partition
+// up to stream sequence seq (its shard's applied sequence is at least seq),
+// or ctx.Err() when ctx ends first. A partition outside the stream's
+// (SetPartitions) is a *domain.ValidationError with code
+// invalid_consistency_token. Waiting costs no goroutine: the caller sleeps
+// on a channel closed when the partition's shard advances.
+func (v *View) WaitApplied(ctx context.Context, partition int, seq uint64) error {
+	if n := v.partitions.Load(); partition < 0 || (n > 0 && int64(partition) >= n) {
+		return &domain.ValidationError{Code: domain.CodeInvalidConsistencyToken,
+			Message: "the consistency token names partition " + strconv.Itoa(partition) + ", not one of this stream's"}
+	}
+	for {
+		v.appliedMu.Lock()
+		if v.applied[partition] >= seq {
+			v.appliedMu.Unlock()
+			return nil
+		}
+		v.initApplied()
+		wake, ok := v.appliedWake[partition]
+		if !ok {
+			wake = make(chan struct{})
+			v.appliedWake[partition] = wake
+		}
+		v.appliedMu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

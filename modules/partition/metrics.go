@@ -45,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
 		events: events,
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gamemodes_events_applied_total",
-			Help: "Events applied to player states, by outcome (entered, moved, refreshed, left, stale_leave, duplicate).",
+			Help: "Events applied to player states, by outcome (entered, moved, refreshed, left, stale_leave, duplicate; heartbeats: heartbeat when the player was there, heartbeat_entered when not counted, heartbeat_moved when elsewhere).",
 		}, []string{"outcome"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gamemodes_events_skipped_total",
@@ -94,7 +94,7 @@ func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
 		}),
 	}
 	m.appliedBy = map[domain.Outcome]prometheus.Counter{}
-	for o := domain.OutcomeDuplicate; o <= domain.OutcomeNothing; o++ {
+	for o := range domain.Outcome(domain.NumOutcomes) {
 		m.appliedBy[o] = m.applied.WithLabelValues(o.String())
 	}
 	m.acceptedNATS = events.Accepted.WithLabelValues("nats")

@@ -379,9 +379,9 @@ func TestPermissions(t *testing.T) {
 	t.Run("edge", func(t *testing.T) {
 		edge := connect(t, ns, "edge")
 		ctx := ctxT(t)
-		dup, err := jsadapter.NewEventPublisher(edge.js).PublishEvent(ctx, topology.EventSubject("EU", token), "edge-1", eventPayload(token, "EU"))
-		if err != nil || dup {
-			t.Fatalf("publish event as edge: dup %v err %v", dup, err)
+		ack, err := jsadapter.NewEventPublisher(edge.js).PublishEvent(ctx, topology.EventSubject("EU", token), "edge-1", eventPayload(token, "EU"))
+		if err != nil || ack.Duplicate || ack.Sequence == 0 {
+			t.Fatalf("publish event as edge: ack %+v err %v", ack, err)
 		}
 		// The lobby view follows the counts bucket (ordered consumer).
 		sink := newShardSink()
@@ -649,8 +649,9 @@ func (s *shardSink) SetShard(p int, sh domain.Counts) {
 	default:
 	}
 }
-func (s *shardSink) DeleteShard(p int) { s.mu.Lock(); delete(s.shards, p); s.mu.Unlock() }
-func (s *shardSink) MarkSynced()       {}
+func (s *shardSink) DeleteShard(p int)      { s.mu.Lock(); delete(s.shards, p); s.mu.Unlock() }
+func (s *shardSink) SetApplied(int, uint64) {}
+func (s *shardSink) MarkSynced()            {}
 
 func (s *shardSink) waitShard(t *testing.T, p int, us1 int64) {
 	t.Helper()

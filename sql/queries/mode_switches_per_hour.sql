@@ -1,4 +1,4 @@
--- Mode switches per hour: ENTER events that moved a player counted in one
+-- Mode switches per hour: ENTER (or HEARTBEAT) events that moved a player counted in one
 -- (region, game_mode) to another, per hour (UTC, stream time) in [$1, $2)
 -- and per (from, to).
 -- $1 timestamptz: from (inclusive), $2 timestamptz: to (exclusive),

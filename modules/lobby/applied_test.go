@@ -1,0 +1,98 @@
+package lobby
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gamemodes/gamemodes/modules/domain"
+)
+
+func TestWaitAppliedReturnsOnceTheShardAdvances(t *testing.T) {
+	v := NewView(domain.DefaultCatalog(), nil)
+	ctx := context.Background()
+	v.SetApplied(2, 10)
+	for _, seq := range []uint64{1, 10} {
+		if err := v.WaitApplied(ctx, 2, seq); err != nil {
+			t.Fatalf("WaitApplied(2, %d) with applied 10: %v", seq, err)
+		}
+	}
+	const waiters = 50
+	type result struct {
+		err     error
+		applied uint64
+	}
+	results := make(chan result, waiters)
+	for range waiters {
+		go func() {
+			err := v.WaitApplied(ctx, 2, 15)
+			results <- result{err, v.Applied(2)}
+		}()
+	}
+	// Advances short of 15, and of other partitions, release no one.
+	v.SetApplied(2, 12)
+	v.SetApplied(3, 99)
+	v.SetApplied(2, 14)
+	v.SetApplied(2, 15)
+	deadline := time.After(5 * time.Second)
+	for range waiters {
+		select {
+		case r := <-results:
+			if r.err != nil || r.applied < 15 {
+				t.Fatalf("waiter returned %v with applied %d, want nil with applied >= 15", r.err, r.applied)
+			}
+		case <-deadline:
+			t.Fatal("waiters not released by the advance to 15")
+		}
+	}
+}
+
+func TestWaitAppliedEndsWithItsContext(t *testing.T) {
+	v := NewView(domain.DefaultCatalog(), nil)
+	v.SetApplied(0, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := v.WaitApplied(ctx, 0, 4); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitApplied past its deadline = %v, want DeadlineExceeded", err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.WaitApplied(ctx, 5, 1) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitApplied canceled = %v, want Canceled", err)
+	}
+	// A context already done still answers when the event is reflected.
+	if err := v.WaitApplied(ctx, 0, 3); err != nil {
+		t.Fatalf("WaitApplied of a reflected event with a done context = %v", err)
+	}
+}
+
+func TestWaitAppliedRefusesPartitionsOutsideTheStream(t *testing.T) {
+	v := NewView(domain.DefaultCatalog(), nil)
+	v.SetPartitions(8)
+	v.SetApplied(7, 1)
+	if err := v.WaitApplied(context.Background(), 7, 1); err != nil {
+		t.Fatalf("partition 7 of 8: %v", err)
+	}
+	for _, p := range []int{8, 9, 1 << 15, -1} {
+		err := v.WaitApplied(context.Background(), p, 1)
+		if ve, ok := domain.AsValidationError(err); !ok || ve.Code != domain.CodeInvalidConsistencyToken {
+			t.Errorf("partition %d of 8: %v, want %s", p, err, domain.CodeInvalidConsistencyToken)
+		}
+	}
+}
+
+func TestSetAppliedFollowsTheShard(t *testing.T) {
+	v := NewView(domain.DefaultCatalog(), nil)
+	if got := v.Applied(4); got != 0 {
+		t.Fatalf("applied before any shard: %d", got)
+	}
+	v.SetApplied(4, 100)
+	// A shard rebuilt for a new stream starts again from low sequences.
+	v.SetApplied(4, 5)
+	if got := v.Applied(4); got != 5 {
+		t.Fatalf("applied after the shard went back to 5: %d", got)
+	}
+}
