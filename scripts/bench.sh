@@ -6,7 +6,7 @@
 #   scripts/bench.sh [scenario...]     scenarios: http read read25 mixed nats idle half resident (default: all but resident)
 #
 # Environment: RUNS (3), DURATION (60s), MIXED_RATE (15000 operations/s), HALF_RATE (6000 events/s),
-# PLAYERS (100000), RESIDENT (10000000), OUT (data/bench/<time>),
+# PLAYERS (100000), RESIDENT (10000000; the resident scenario populates once and reloads RUNS times), OUT (data/bench/<time>),
 # GAMEMODES_TEST_DATABASE_URL (admin URL of a Postgres; a database
 # gamemodes_bench is recreated for every run).
 set -euo pipefail
@@ -63,6 +63,34 @@ sample() { # $1: file
   done >"$1"
 }
 
+# reload_resident restarts the service on the populated store and records how
+# long it takes to load all partitions, whether the lobby then shows exactly
+# the population, the live heap after a collection and the RSS.
+reload_resident() { # $1: run number
+  local run=$1 pprof=127.0.0.1:18463 log="$OUT/resident.$1.reload.log"
+  t0=$(date +%s.%N)
+  bin/gamemodes serve --http-addr "$HTTP" --nats-listen "$NATS" --data-dir "$OUT/data" \
+    --postgres-url "$PG_BENCH" --pprof-addr "$pprof" --log-format json >"$log" 2>&1 &
+  svc_pid=$!
+  for _ in $(seq 1 3000); do
+    [ "$(grep -c '"partition loaded"' "$log" || true)" -ge 32 ] && break
+    sleep 0.05
+  done
+  t1=$(date +%s.%N)
+  total=0
+  for r in US EU BR JP KR CN RU IN SEA AU MX CA TR ME TW AR ZA SG PH ID; do
+    n=$(curl -fsS "http://$HTTP/api/v1/popular_game_modes?region=$r" | grep -o '"player_count":[0-9]*' | awk -F: '{s+=$2} END{print s+0}')
+    total=$((total + n))
+  done
+  sleep 30 # idle: let load garbage be collected and returned
+  curl -fsS "http://$pprof/debug/pprof/heap?gc=1" -o "$OUT/resident.$run.heap.prof"
+  heap=$(curl -fsS "http://$HTTP/metrics" | awk '/^go_memstats_heap_alloc_bytes /{printf "%d", $2}')
+  rss=$(awk '/VmRSS/{print $2}' /proc/"$svc_pid"/status)
+  echo "{\"players\":$RESIDENT,\"lobby_total\":$total,\"reload_seconds\":$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}'),\"live_heap_bytes\":$heap,\"heap_bytes_per_player\":$((heap / RESIDENT)),\"rss_kb\":$rss,\"rss_bytes_per_player\":$((rss * 1024 / RESIDENT))}" \
+    | tee "$OUT/resident.$run.reload.json" >&2
+  stop_service
+}
+
 run_scenario() { # $1: name, $2: run number, rest: loadgen args
   local name=$1 run=$2; shift 2
   start_service "$name.$run"
@@ -93,26 +121,22 @@ for s in "${scenarios[@]}"; do
       read25) run_scenario read25 "$run" --mode read --rate 25000 --concurrency 64 --duration "$DURATION" ;;
       half)  run_scenario half "$run" --mode http --rate "$HALF_RATE" --concurrency 64 --duration "$DURATION" ;;
       resident)
-        start_service "resident.$run"
-        bin/loadgen populate --nats-url "nats://$NATS" --http-url "http://$HTTP" --players "$RESIDENT" \
-          >"$OUT/resident.$run.json" 2>"$OUT/resident.$run.err" || echo "bench: populate exited $?" >&2
-        rss=$(awk '/VmRSS/{print $2}' /proc/"$svc_pid"/status)
-        stop_service
-        # Reload: a fresh process loads every partition from the store.
-        t0=$(date +%s.%N)
-        bin/gamemodes serve --http-addr "$HTTP" --nats-listen "$NATS" --data-dir "$OUT/data" \
-          --postgres-url "$PG_BENCH" --log-format json >"$OUT/resident.$run.reload.log" 2>&1 &
-        svc_pid=$!
-        for _ in $(seq 1 1200); do
-          loaded=$(grep -c '"partition loaded"' "$OUT/resident.$run.reload.log" || true)
-          [ "$loaded" -ge 32 ] && break
-          sleep 0.1
-        done
-        t1=$(date +%s.%N)
-        rss2=$(awk '/VmRSS/{print $2}' /proc/"$svc_pid"/status)
-        echo "{\"players\":$RESIDENT,\"rss_kb_after_populate\":$rss,\"rss_kb_after_reload\":$rss2,\"bytes_per_player\":$(( rss2 * 1024 / RESIDENT )),\"reload_seconds\":$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')}" \
-          | tee "$OUT/resident.$run.reload.json" >&2
-        stop_service
+        # Populate once (archive on), then measure a reload of every partition RUNS times.
+        if [ "$run" = 1 ]; then
+          start_service resident
+          bin/loadgen populate --nats-url "nats://$NATS" --http-url "http://$HTTP" --players "$RESIDENT" --settle 10m \
+            >"$OUT/resident.json" 2>"$OUT/resident.err" || echo "bench: populate exited $?" >&2
+          tail -1 "$OUT/resident.json" >&2
+          for _ in $(seq 1 900); do
+            lag=$(curl -fsS "http://$HTTP/metrics" | awk '/^gamemodes_archive_lag_messages /{print $2}')
+            [ "${lag:-1}" = "0" ] && break
+            sleep 1
+          done
+          rows=$(psql -tAq "$PG_BENCH" -c "SELECT count(*) FROM event")
+          echo "{\"archived_rows\":$rows,\"archive_lag_after\":${lag:-null}}" | tee "$OUT/resident.archive.json" >&2
+          stop_service
+        fi
+        reload_resident "$run"
         ;;
       *) echo "bench: unknown scenario $s" >&2; exit 2 ;;
     esac
