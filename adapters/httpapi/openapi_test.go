@@ -36,8 +36,6 @@ var pendingRoutes = map[string]string{
 	"GET /api/v1/popular_game_modes/stream": "feat/live-push",
 	"GET /api/v1/ops/status":                "feat/ops-page",
 	"GET /":                                 "feat/ops-page",
-	"GET /api/v1/popular_game_modes example invalid_consistency_token": "feat/heartbeat-ryw",
-	"GET /api/v1/popular_game_modes example timeout":                   "feat/heartbeat-ryw",
 }
 
 func init() {
