@@ -46,7 +46,7 @@ type AppliedWaiter interface {
 }
 
 var (
-	errShuttingDown   = &apiError{status: fiber.StatusServiceUnavailable, code: CodeUnavailable, message: "the server is shutting down, retry on another"}
+	errShuttingDown   = &apiError{status: fiber.StatusServiceUnavailable, code: CodeUnavailable, message: "the server is shutting down, retry later"}
 	errReadCanceled   = &apiError{status: fiber.StatusServiceUnavailable, code: CodeUnavailable, message: "the read was canceled, retry"}
 	errTooManyWaiters = &apiError{status: fiber.StatusServiceUnavailable, code: CodeOverloaded, message: "too many reads waiting for their consistency token, retry later"}
 	errNoWaiter       = &apiError{status: fiber.StatusNotImplemented, code: CodeNotImplemented, message: "this server does not serve consistency tokens"}

@@ -106,6 +106,8 @@ const (
 	reasonAddrRate     = "rate_limited_address"
 	reasonDisconnected = "stream_disconnected"
 	reasonOverloaded   = "overloaded"
+	// reasonTooManyStreams: a lobby stream refused at Config.MaxStreams.
+	reasonTooManyStreams = "too_many_streams"
 )
 
 // metrics are the edge's own metrics; a nil *metrics counts nothing.
@@ -119,7 +121,7 @@ func newMetrics(reg prometheus.Registerer, inflight *atomic.Int64, log *slog.Log
 	}
 	m := &metrics{refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gamemodes_http_refused_total",
-		Help: "Requests refused by the HTTP edge before storing, by reason (unauthorized, forbidden, invalid_body, rate_limited_user, rate_limited_address, stream_disconnected, overloaded).",
+		Help: "Requests refused by the HTTP edge before storing, by reason (unauthorized, forbidden, invalid_body, rate_limited_user, rate_limited_address, stream_disconnected, overloaded, too_many_streams).",
 	}, []string{"reason"})}
 	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gamemodes_http_inflight_events",

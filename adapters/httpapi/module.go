@@ -19,6 +19,7 @@ type Params struct {
 	Config    Config              `optional:"true"`
 	Events    EventSubmitter      `optional:"true"`
 	Lobby     LobbyLists          `optional:"true"`
+	Streams   LobbyStreams        `optional:"true"`
 	Readiness Readiness           `optional:"true"`
 	Gatherer  prometheus.Gatherer `optional:"true"`
 	Logger    *slog.Logger        `optional:"true"`
@@ -44,6 +45,7 @@ func NewWithLifecycle(p Params) (*Server, error) {
 	s := New(p.Config, Deps{
 		Events:     p.Events,
 		Lobby:      p.Lobby,
+		Streams:    p.Streams,
 		Readiness:  p.Readiness,
 		Gatherer:   p.Gatherer,
 		Logger:     p.Logger,

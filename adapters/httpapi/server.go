@@ -1,6 +1,7 @@
 // Package httpapi is the HTTP edge of gamemodes on fiber: it accepts player
 // events from game clients (POST /api/v1/event), serves the lobby lists
-// (GET /api/v1/popular_game_modes), and exposes /healthz, /readyz and
+// (GET /api/v1/popular_game_modes) and their changes as Server-Sent Events
+// (GET /api/v1/popular_game_modes/stream), and exposes /healthz, /readyz and
 // /metrics. Every error answer is JSON {"error":{"code":"...","message":"..."}}.
 //
 // Read your writes: the answer to a stored event carries a consistency
@@ -170,6 +171,14 @@ type Config struct {
 	// once (default 4096); beyond it such a read answers 503 overloaded with
 	// Retry-After at once. A negative value means no cap.
 	MaxConsistencyWaiters int
+	// MaxStreams caps the open lobby streams (GET
+	// /api/v1/popular_game_modes/stream, default 10000); beyond it the
+	// answer is 503 overloaded with Retry-After. A negative value means no cap.
+	MaxStreams int
+	// StreamPingInterval is how long a lobby stream may stay silent before
+	// it sends a comment line, so that proxies keep it open (default 15s).
+	// A stream whose client cannot take a write for WriteTimeout is closed.
+	StreamPingInterval time.Duration
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -213,6 +222,12 @@ func (c Config) WithDefaults() Config {
 	if c.MaxConsistencyWaiters == 0 {
 		c.MaxConsistencyWaiters = DefaultMaxConsistencyWaiters
 	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
+	if c.StreamPingInterval <= 0 {
+		c.StreamPingInterval = DefaultStreamPingInterval
+	}
 	return c
 }
 
@@ -254,6 +269,9 @@ type Deps struct {
 	Events EventSubmitter
 	// Lobby answers lobby list reads (required).
 	Lobby LobbyLists
+	// Streams follows lobby lists for GET /api/v1/popular_game_modes/stream;
+	// nil means that route is not served.
+	Streams LobbyStreams
 	// Readiness answers /readyz; nil means always ready.
 	Readiness Readiness
 	// Gatherer is exposed on /metrics; nil means prometheus.DefaultGatherer.
@@ -297,6 +315,8 @@ type Server struct {
 	waitMetrics *waitMetrics
 	base        context.Context // canceled at Shutdown: ends the waits
 	cancelBase  context.CancelFunc
+	streams     LobbyStreams
+	openStreams *streamSet
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -317,10 +337,12 @@ func New(cfg Config, deps Deps) *Server {
 		log:       deps.Logger,
 		connected: deps.Connected,
 		auth:      cfg.Auth,
+		streams:   deps.Streams,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.openStreams = newStreamSet(cfg.MaxStreams, deps.Registerer, s.log)
 	s.metrics = newMetrics(deps.Registerer, &s.inflight, s.log)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.waiter = deps.Applied
@@ -373,6 +395,9 @@ func New(cfg Config, deps Deps) *Server {
 		s.app.Get(PathPopular, append(api, s.getPopular)...)
 	}
 	s.app.Get(PathOpenAPI, append(api, s.getOpenAPI)...)
+	if deps.Streams != nil {
+		s.app.Get(PathPopularStream, append(api, s.getPopularStream)...)
+	}
 	s.app.Get(PathHealthz, s.getHealthz)
 	s.app.Get(PathReadyz, s.getReadyz)
 	s.app.Get(PathMetrics, adaptor.HTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
@@ -435,6 +460,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if ln == nil {
 		return nil
 	}
+	// Open lobby streams never finish by themselves: end them first.
+	s.openStreams.shutdown()
 	err := s.app.ShutdownWithContext(ctx)
 	// If the serve goroutine had not registered the listener yet, the server
 	// did not close it: closing it here makes that goroutine return at once.

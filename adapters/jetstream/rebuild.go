@@ -36,6 +36,9 @@ func (r *RebuildState) LiveWorkers(ctx context.Context) ([]string, error) {
 			return nil, fmt.Errorf("list %s: %w", bucket, err)
 		}
 		for k := range lister.Keys() {
+			if bucket == topology.LeasesBucket && k == topology.PopularPublisherKey {
+				continue // held by an edge, not a worker
+			}
 			live = append(live, bucket+"/"+k)
 		}
 	}

@@ -20,6 +20,13 @@ type ShardSink interface {
 	MarkSynced()
 }
 
+// revisionSink is a ShardSink that also takes the counts-bucket revision
+// (stream sequence) of each change before the change (the lobby view: its
+// list versions then mean the same on every edge).
+type revisionSink interface {
+	ObserveRevision(rev uint64)
+}
+
 // ShardWatcher feeds every count-shard change of the counts bucket to a sink.
 type ShardWatcher struct {
 	js      jetstream.JetStream
@@ -49,6 +56,9 @@ func (w *ShardWatcher) apply(c kvChange) {
 	p, ok := topology.ParseShardKey(c.Key)
 	if !ok {
 		return
+	}
+	if rs, ok := w.sink.(revisionSink); ok {
+		rs.ObserveRevision(c.Rev)
 	}
 	if c.Deleted {
 		w.sink.DeleteShard(p)

@@ -230,11 +230,23 @@ var edgeModule = fx.Module("edge",
 		fx.Annotate(func(s *ingest.Service) *ingest.Service { return s }, fx.As(new(httpapi.EventSubmitter))),
 		func(c *domain.Catalog, reg prometheus.Registerer) *lobby.View { return lobby.NewView(c, reg) },
 		fx.Annotate(func(v *lobby.View) *lobby.View { return v }, fx.As(new(httpapi.LobbyLists))),
+		// Push: one coalescing broadcaster feeds the SSE streams and the NATS publisher.
+		func(lc fx.Lifecycle, v *lobby.View) *lobby.Broadcaster {
+			b := lobby.NewBroadcaster(v, lobby.DefaultBroadcastInterval)
+			lc.Append(fx.StartStopHook(b.Start, b.Stop))
+			return b
+		},
+		fx.Annotate(func(b *lobby.Broadcaster) *lobby.Broadcaster { return b }, fx.As(new(httpapi.LobbyStreams))),
 	),
 	fx.Invoke(func(lc fx.Lifecycle, n *NATS, v *lobby.View, log *slog.Logger) {
 		v.SetPartitions(n.Topology.Partitions)
 		w := jsadapter.NewShardWatcher(n.JS, v.Catalog(), v, log.With("component", "lobby"))
 		lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
+	}),
+	fx.Invoke(func(lc fx.Lifecycle, cfg Config, n *NATS, b *lobby.Broadcaster, reg prometheus.Registerer, log *slog.Logger) {
+		p := jsadapter.NewPopularPublisher(n.JS, b, jsadapter.PopularPublisherConfig{Member: cfg.InstanceID, LeaseTTL: n.Topology.LeaseTTL},
+			log.With("component", "popular"), reg)
+		lc.Append(fx.Hook{OnStart: p.Start, OnStop: p.Stop})
 	}),
 )
 
@@ -299,6 +311,7 @@ func httpConfig(cfg Config, log *slog.Logger) (httpapi.Config, error) {
 		AddrRateLimit: cfg.RateLimitAddr, AddrRateBurst: cfg.RateBurstAddr,
 		TrustedProxies: cfg.TrustedProxies, MaxInflight: cfg.MaxInflight,
 		ConsistencyWait: cfg.ConsistencyWait, MaxConsistencyWaiters: cfg.ConsistencyWaiters,
+		MaxStreams: cfg.MaxStreams,
 	}
 	if err := hc.Validate(); err != nil {
 		return httpapi.Config{}, fmt.Errorf("HTTP limits: %w", err)

@@ -55,6 +55,7 @@ type Config struct {
 	RateBurstAddr    int
 	TrustedProxies   []string
 	MaxInflight      int
+	MaxStreams       int
 
 	ConsistencyWait    time.Duration
 	ConsistencyWaiters int
@@ -106,6 +107,7 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.IntVar(&c.MaxInflight, "max-inflight", 0, "events being stored at once before POST answers 503 overloaded (0: 4096, negative: no cap)")
 	fs.DurationVar(&c.ConsistencyWait, "consistency-wait", 2*time.Second, "longest wait of a lobby read given a consistency token (after=) before 504 timeout")
 	fs.IntVar(&c.ConsistencyWaiters, "consistency-max-waiters", 0, "lobby reads waiting for a consistency token at once before 503 overloaded (0: 4096, negative: no cap)")
+	fs.IntVar(&c.MaxStreams, "max-streams", 0, "open lobby streams (SSE) before GET /api/v1/popular_game_modes/stream answers 503 overloaded (0: 10000, negative: no cap)")
 	fs.DurationVar(&c.FlushEvery, "shard-flush-interval", 5*time.Millisecond, "least time between two count-shard writes of a partition (an idle partition writes a change at once)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty: off")
 	finish := func() error {

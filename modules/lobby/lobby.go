@@ -40,6 +40,11 @@ type View struct {
 	applied     map[int]uint64
 	appliedWake map[int]chan struct{}
 	partitions  atomic.Int64 // the stream's partition count; 0: unknown
+	// versions holds per region index the version of its list (see
+	// Snapshot); rev is the highest counts-bucket revision observed (see
+	// ObserveRevision). Both are guarded by mu.
+	versions []uint64
+	rev      uint64
 }
 
 // NewView returns an empty view over the catalog's regions and modes.
@@ -51,6 +56,7 @@ func NewView(catalog *domain.Catalog, reg prometheus.Registerer) *View {
 		lists:   make([]atomic.Pointer[[]byte], catalog.NumRegions()),
 		changed: make(chan struct{}),
 	}
+	v.versions = make([]uint64, catalog.NumRegions())
 	v.lastChange.Store(time.Now().UnixNano())
 	if reg != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -112,6 +118,7 @@ func (v *View) applyDiff(old domain.Counts, hadOld bool, cur domain.Counts, hasN
 		}
 		if regionChanged {
 			v.lists[r].Store(nil)
+			v.versions[r] = max(v.versions[r]+1, v.rev)
 			changed = true
 		}
 	}
@@ -254,4 +261,39 @@ func (v *View) WaitApplied(ctx context.Context, partition int, seq uint64) error
 			return ctx.Err()
 		}
 	}
+}
+
+// ObserveRevision records that the shard changes that follow come from
+// revision rev (the stream sequence) of the counts bucket: a region they
+// change gets a version of at least rev. Every edge follows the same
+// bucket, so a version then means "the list as of that revision" on any
+// edge, and versions stay comparable when a client moves to another edge.
+// Without it, versions simply count the changes of this view.
+func (v *View) ObserveRevision(rev uint64) {
+	v.mu.Lock()
+	v.rev = max(v.rev, rev)
+	v.mu.Unlock()
+}
+
+// Snapshot returns the encoded lobby list of region index r (the answer of
+// GET /api/v1/popular_game_modes) and its version, which increases with
+// every change of that list (0 before any). The returned bytes must not be
+// modified.
+func (v *View) Snapshot(r int) (list []byte, version uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	b := v.lists[r].Load()
+	if b == nil {
+		b = v.encode(r)
+		v.lists[r].Store(b)
+	}
+	return *b, v.versions[r]
+}
+
+// Versions appends the current version of every region, by region index,
+// to dst and returns it.
+func (v *View) Versions(dst []uint64) []uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append(dst, v.versions...)
 }

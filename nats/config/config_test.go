@@ -19,6 +19,7 @@ import (
 	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/modules/archive"
 	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/modules/lobby"
 	"github.com/gamemodes/gamemodes/modules/partition"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats-server/v2/server"
@@ -447,6 +448,95 @@ func TestPermissions(t *testing.T) {
 		if n := streamMsgs(t, admin, counts); n != 1 {
 			t.Errorf("counts stream holds %d messages, want the admin's 1", n)
 		}
+	})
+
+	// The lobby lists: an edge holds the publisher lease (create, renew,
+	// release, and create again over the deleted key) and publishes on
+	// gamemodes.popular.<REGION>; a game server receives them.
+	t.Run("lobby lists", func(t *testing.T) {
+		gs := connect(t, ns, "game_server")
+		got := make(chan *nats.Msg, 100)
+		if _, err := gs.nc.ChanSubscribe(topology.PopularSubject("US"), got); err != nil {
+			t.Fatal(err)
+		}
+		if err := gs.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		adminLeases, err := admin.js.KeyValue(ctxT(t), topology.LeasesBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaseRev := func() uint64 {
+			e, err := adminLeases.Get(ctxT(t), topology.PopularPublisherKey)
+			if err != nil {
+				return 0
+			}
+			return e.Revision()
+		}
+		startPublisher := func(member string) (*jsadapter.PopularPublisher, func()) {
+			edge := connect(t, ns, "edge")
+			view := lobby.NewView(domain.DefaultCatalog(), nil)
+			view.SetShard(0, shardCounts)
+			view.MarkSynced()
+			b := lobby.NewBroadcaster(view, 0)
+			b.Start()
+			p := jsadapter.NewPopularPublisher(edge.js, b, jsadapter.PopularPublisherConfig{Member: member, LeaseTTL: topology.DefaultLeaseTTL},
+				slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+			if err := p.Start(ctxT(t)); err != nil {
+				t.Fatalf("popular publisher as edge: %v", err)
+			}
+			return p, func() {
+				if err := p.Stop(ctxT(t)); err != nil {
+					t.Errorf("stop publisher: %v", err)
+				}
+				b.Stop()
+				select {
+				case err := <-edge.errs:
+					t.Errorf("edge publishing the lobby lists: %v", err)
+				default:
+				}
+			}
+		}
+		for i, member := range []string{"edge-1", "edge-2"} {
+			p, stop := startPublisher(member)
+			select {
+			case m := <-got:
+				if string(m.Data) != `{"region":"US","game_modes":[{"game_mode":1,"player_count":7}]}` || m.Header.Get(jsadapter.HeaderPopularPublisher) != member {
+					t.Fatalf("game_server received %s from %q", m.Data, m.Header.Get(jsadapter.HeaderPopularPublisher))
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("game_server received no lobby list from %s (publishing %v)", member, p.Leader())
+			}
+			if i == 0 { // renewed
+				first := leaseRev()
+				deadline := time.Now().Add(10 * time.Second)
+				for leaseRev() <= first || !p.Leader() {
+					if time.Now().After(deadline) {
+						t.Fatal("lease not renewed as edge")
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			stop()
+			if rev := leaseRev(); rev != 0 {
+				t.Fatalf("lease of %s not released (revision %d)", member, rev)
+			}
+		}
+		gs.denied(t, "Publish", topology.PopularSubject("US"), func(ctx context.Context) error {
+			if err := gs.nc.Publish(topology.PopularSubject("US"), []byte("{}")); err != nil {
+				return err
+			}
+			if err := gs.nc.FlushWithContext(ctx); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		edge := connect(t, ns, "edge")
+		edge.denied(t, "Publish", "$KV.gamemodes_leases.other", func(ctx context.Context) error {
+			_, err := edge.js.Publish(ctx, "$KV.gamemodes_leases.other", []byte("edge"))
+			return err
+		})
 	})
 
 	t.Run("worker", func(t *testing.T) {

@@ -31,6 +31,13 @@ const (
 	// EventsSubjects is the stream's subject filter.
 	EventsSubjects = EventsSubjectPrefix + ".*.*"
 
+	// PopularSubjectPrefix starts the core NATS subjects on which the lobby
+	// list of a region is published: gamemodes.popular.<REGION>.
+	PopularSubjectPrefix = "gamemodes.popular"
+	// PopularPublisherKey is the key, in the leases bucket, of the lease of
+	// the one edge that publishes the lobby lists on NATS.
+	PopularPublisherKey = "popular_publisher"
+
 	// DefaultLeaseTTL is the default lifetime of memberships and leases.
 	DefaultLeaseTTL = 3 * time.Second
 
@@ -111,6 +118,9 @@ func (c Config) Validate() error {
 func EventSubject(region, token string) string {
 	return EventsSubjectPrefix + "." + region + "." + token
 }
+
+// PopularSubject is the subject of region's lobby list: gamemodes.popular.<REGION>.
+func PopularSubject(region string) string { return PopularSubjectPrefix + "." + region }
 
 // EventsTransform is the stream's subject transform: it prepends the
 // partition of the user token and drops the token, so the stream holds at
