@@ -38,6 +38,8 @@ type env struct {
 	svc    *ingest.Service
 	view   *lobby.View
 	srv    *httpapi.Server
+	// streams serves lobby streams where a test sets it (nil: not served).
+	streams *lobby.Broadcaster
 }
 
 func newEnv(t *testing.T, cfg httpapi.Config) *env {
