@@ -247,6 +247,9 @@ type Deps struct {
 	// authentication, limits and outages; events being stored); nil means
 	// they are not registered.
 	Registerer prometheus.Registerer
+	// Ops assembles the operations status; when set, the operations page
+	// is served at / with its status at /api/v1/ops/status.
+	Ops OpsStatus
 }
 
 // Server is the fiber HTTP edge. Create it with New, start it with Listen
@@ -333,6 +336,9 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	if deps.Lobby != nil {
 		s.app.Get(PathPopular, append(api, s.getPopular)...)
+	}
+	if deps.Ops != nil {
+		s.routeOps(deps.Ops, api)
 	}
 	s.app.Get(PathHealthz, s.getHealthz)
 	s.app.Get(PathReadyz, s.getReadyz)
