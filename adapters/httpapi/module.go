@@ -28,6 +28,9 @@ type Params struct {
 	Connected  ConnectedFunc         `optional:"true"`
 	Registerer prometheus.Registerer `optional:"true"`
 	Lifecycle  fx.Lifecycle
+
+	// Ops serves the operations page and its status when provided.
+	Ops OpsStatus `optional:"true"`
 }
 
 // ConnectedFunc reports whether the events stream's client is connected; it
@@ -51,6 +54,7 @@ func NewWithLifecycle(p Params) (*Server, error) {
 		Logger:     p.Logger,
 		Connected:  p.Connected,
 		Registerer: p.Registerer,
+		Ops:        p.Ops,
 	})
 	p.Lifecycle.Append(fx.Hook{
 		OnStart: func(context.Context) error { return s.Listen(s.cfg.Addr) },

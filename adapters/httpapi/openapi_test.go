@@ -34,8 +34,8 @@ import (
 // are merged: a pending route that the server registers fails
 // TestOpenAPIDocumentsEveryRoute.
 var pendingRoutes = map[string]string{
-	"GET /api/v1/ops/status":                "feat/ops-page",
-	"GET /":                                 "feat/ops-page",
+	"GET /api/v1/ops/status": "feat/ops-page",
+	"GET /":                  "feat/ops-page",
 }
 
 func init() {

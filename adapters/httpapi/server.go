@@ -291,6 +291,9 @@ type Deps struct {
 	// Applied serves reads given a consistency token; nil means Lobby when
 	// it is an AppliedWaiter (as lobby.View is), else such reads answer 501.
 	Applied AppliedWaiter
+	// Ops assembles the operations status; when set, the operations page
+	// is served at / with its status at /api/v1/ops/status.
+	Ops OpsStatus
 }
 
 // Server is the fiber HTTP edge. Create it with New, start it with Listen
@@ -397,6 +400,9 @@ func New(cfg Config, deps Deps) *Server {
 	s.app.Get(PathOpenAPI, append(api, s.getOpenAPI)...)
 	if deps.Streams != nil {
 		s.app.Get(PathPopularStream, append(api, s.getPopularStream)...)
+	}
+	if deps.Ops != nil {
+		s.routeOps(deps.Ops, api)
 	}
 	s.app.Get(PathHealthz, s.getHealthz)
 	s.app.Get(PathReadyz, s.getReadyz)

@@ -15,6 +15,7 @@ import (
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/ingest"
 	"github.com/gamemodes/gamemodes/modules/lobby"
+	"github.com/gamemodes/gamemodes/modules/ops"
 	"github.com/gamemodes/gamemodes/modules/partition"
 	"github.com/gamemodes/gamemodes/nats/embedded"
 	"github.com/gamemodes/gamemodes/nats/topology"
@@ -248,6 +249,15 @@ var edgeModule = fx.Module("edge",
 			log.With("component", "popular"), reg)
 		lc.Append(fx.Hook{OnStart: p.Start, OnStop: p.Stop})
 	}),
+	// The operations page at / and its status at /api/v1/ops/status.
+	fx.Provide(fx.Annotate(func(lc fx.Lifecycle, cfg Config, n *NATS, v *lobby.View, m *ingest.Metrics) *ops.Service {
+		s := ops.NewService(ops.Config{InstanceID: cfg.InstanceID, Roles: cfg.Roles}, ops.Deps{
+			Counts: v, Cluster: jsadapter.NewOpsReader(n.JS, v.Catalog(), n.Topology.Partitions),
+			Accepted: m.Accepted, Rejected: m.Rejected,
+		})
+		lc.Append(fx.StartStopHook(s.Start, s.Stop))
+		return s
+	}, fx.As(new(httpapi.OpsStatus)))),
 )
 
 // archiverModule archives every event in Postgres. Without --postgres-url it

@@ -701,6 +701,49 @@ func TestPermissions(t *testing.T) {
 			return ar.js.DeleteStream(ctx, events)
 		})
 	})
+
+	// The operations page of an edge reads the stream's state, the
+	// archiver's consumer info, and the workers, leases and count shards
+	// (batched direct gets): all of it, and nothing more.
+	t.Run("edge ops status", func(t *testing.T) {
+		edge := connect(t, ns, "edge")
+		workers, err := admin.js.KeyValue(ctxT(t), topology.WorkersBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := workers.Put(ctxT(t), "w9", []byte("w9")); err != nil {
+			t.Fatal(err)
+		}
+		leases, err := admin.js.KeyValue(ctxT(t), topology.LeasesBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := leases.Put(ctxT(t), topology.ShardKey(0), []byte("w9")); err != nil {
+			t.Fatal(err)
+		}
+		c := jsadapter.NewOpsReader(edge.js, domain.DefaultCatalog(), partitions).ClusterStatus(ctxT(t))
+		if c.Stream.Error != "" || c.Archive.Error != "" || c.Workers.Error != "" || c.Partitions.LeasesError != "" || c.Partitions.ShardsError != "" {
+			t.Fatalf("ops status as edge: %+v", c)
+		}
+		if c.Stream.Messages != 2 || c.Archive.Lag != 0 || len(c.Workers.Members) != 1 || c.Workers.Members[0] != "w9" ||
+			c.Partitions.Items[0].Owner != "w9" || c.Partitions.Items[0].ShardOwner != "admin" {
+			t.Fatalf("ops status as edge: %+v", c)
+		}
+		select {
+		case err := <-edge.errs:
+			t.Fatalf("ops status as edge: %v", err)
+		default:
+		}
+		// Only the archiver's consumer info; no direct get of the players.
+		edge.denied(t, "Publish", "$JS.API.CONSUMER.INFO."+events+".other", func(ctx context.Context) error {
+			_, err := edge.js.Consumer(ctx, events, "other")
+			return err
+		})
+		edge.denied(t, "Publish", "$JS.API.DIRECT.GET."+players, func(ctx context.Context) error {
+			_, err := edge.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+players, []byte(`{"multi_last":["$KV.gamemodes_players.>"]}`))
+			return err
+		})
+	})
 }
 
 // wait runs an asynchronous write and waits for its completion.
