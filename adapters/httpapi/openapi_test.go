@@ -18,30 +18,22 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/adapters/httpapi"
+	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/lobby"
+	"github.com/gamemodes/gamemodes/modules/ops"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 )
 
-// pendingRoutes lists what the OpenAPI document describes but this branch
-// does not serve yet, because other branches of issue 7 build it: routes
-// ("METHOD PATH") and single examples ("METHOD PATH example NAME"). The
-// checks below skip them with t.Log.
-//
-// EMPTY THIS SET once feat/heartbeat-ryw, feat/live-push and feat/ops-page
-// are merged: a pending route that the server registers fails
-// TestOpenAPIDocumentsEveryRoute.
-var pendingRoutes = map[string]string{
-	"GET /api/v1/ops/status": "feat/ops-page",
-	"GET /":                  "feat/ops-page",
-}
-
 func init() {
 	// Bodies that kin-openapi validates as plain strings.
 	openapi3filter.RegisterBodyDecoder("text/html", openapi3filter.PlainBodyDecoder)
 	openapi3filter.RegisterBodyDecoder("text/event-stream", openapi3filter.PlainBodyDecoder)
+	openapi3filter.RegisterBodyDecoder("text/javascript", openapi3filter.PlainBodyDecoder)
+	openapi3filter.RegisterBodyDecoder("text/css", openapi3filter.PlainBodyDecoder)
+	openapi3filter.RegisterBodyDecoder("image/svg+xml", openapi3filter.PlainBodyDecoder)
 }
 
 // loadDocument fetches the served document and validates it (examples
@@ -95,11 +87,22 @@ func operations(doc *openapi3.T) map[string]*openapi3.Operation {
 	return ops
 }
 
+// opsService is the operations status over e's NATS, lobby view and ingest counters.
+func opsService(t *testing.T, e *env) *ops.Service {
+	t.Helper()
+	s := ops.NewService(ops.Config{InstanceID: "openapi-test", Roles: []string{"edge"}}, ops.Deps{
+		Counts: e.view, Cluster: jsadapter.NewOpsReader(e.js, e.view.Catalog(), e.topo.Partitions),
+		Accepted: e.metrics.Accepted, Rejected: e.metrics.Rejected,
+	})
+	return s
+}
+
 func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	doc := loadDocument(t)
 	e := newEnv(t, httpapi.Config{})
 	// Every optional capability on, so that every route is registered.
-	srv := httpapi.New(httpapi.Config{}, httpapi.Deps{Events: e.svc, Lobby: e.view, Streams: lobby.NewBroadcaster(e.view, lobby.DefaultBroadcastInterval), Gatherer: e.reg})
+	srv := httpapi.New(httpapi.Config{}, httpapi.Deps{Events: e.svc, Lobby: e.view, Gatherer: e.reg,
+		Streams: lobby.NewBroadcaster(e.view, lobby.DefaultBroadcastInterval), Ops: opsService(t, e)})
 	registered := map[string]bool{}
 	for _, r := range srv.App().GetRoutes(true) {
 		if r.Method == http.MethodHead || r.Method == http.MethodOptions {
@@ -114,12 +117,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		}
 	}
 	for route := range documented {
-		switch branch, pending := pendingRoutes[route]; {
-		case pending && registered[route]:
-			t.Errorf("route %s is served now: remove it from pendingRoutes", route)
-		case pending:
-			t.Logf("pending (%s): %s is documented, not served in this branch", branch, route)
-		case !registered[route]:
+		if !registered[route] {
 			t.Errorf("route %s is documented but not served", route)
 		}
 	}
@@ -373,17 +371,9 @@ func TestOpenAPIExamplesMatchTheRealHandlers(t *testing.T) {
 	streams.Start()
 	t.Cleanup(streams.Stop)
 	e.streams = streams
+	e.ops = opsService(t, e)
 
 	for _, c := range exampleCases(t, doc) {
-		route := c.method + " " + c.path
-		if branch, ok := pendingRoutes[route]; ok {
-			t.Logf("pending (%s): %s", branch, c.key)
-			continue
-		}
-		if branch, ok := pendingRoutes[c.key]; ok {
-			t.Logf("pending (%s): %s", branch, c.key)
-			continue
-		}
 		t.Run(strings.ReplaceAll(c.key, "/", "_"), func(t *testing.T) { checkExample(t, e, doc, c) })
 	}
 }
@@ -394,7 +384,7 @@ func TestOpenAPIExamplesMatchTheRealHandlers(t *testing.T) {
 func checkExample(t *testing.T, e *env, doc *openapi3.T, c exampleCase) {
 	sc := scenarioFor(c.name)
 	cfg := httpapi.Config{}
-	deps := httpapi.Deps{Events: e.svc, Lobby: e.view, Streams: e.streams, Gatherer: e.reg}
+	deps := httpapi.Deps{Events: e.svc, Lobby: e.view, Streams: e.streams, Ops: e.ops, Gatherer: e.reg}
 	if sc.setup != nil {
 		sc.setup(t, &cfg, &deps)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/ingest"
 	"github.com/gamemodes/gamemodes/modules/lobby"
+	"github.com/gamemodes/gamemodes/modules/ops"
 	"github.com/gamemodes/gamemodes/nats/natstest"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats-server/v2/server"
@@ -33,13 +34,18 @@ type env struct {
 	t      *testing.T
 	ns     *server.Server
 	js     jetstream.JetStream
+	topo   topology.Topology
 	stream jetstream.Stream
 	reg    *prometheus.Registry
-	svc    *ingest.Service
-	view   *lobby.View
-	srv    *httpapi.Server
+	// metrics are the ingest counters of svc.
+	metrics *ingest.Metrics
+	svc     *ingest.Service
+	view    *lobby.View
+	srv     *httpapi.Server
 	// streams serves lobby streams where a test sets it (nil: not served).
 	streams *lobby.Broadcaster
+	// ops serves the operations page and status where a test sets it (nil: not served).
+	ops *ops.Service
 }
 
 func newEnv(t *testing.T, cfg httpapi.Config) *env {
@@ -58,11 +64,12 @@ func newEnv(t *testing.T, cfg httpapi.Config) *env {
 	}
 	reg := prometheus.NewRegistry()
 	catalog := domain.DefaultCatalog()
-	svc := ingest.NewService(catalog, jsadapter.NewEventPublisher(js), ingest.NewMetrics(reg), ingest.WithPartitions(topo.Partitions))
+	metrics := ingest.NewMetrics(reg)
+	svc := ingest.NewService(catalog, jsadapter.NewEventPublisher(js), metrics, ingest.WithPartitions(topo.Partitions))
 	view := lobby.NewView(catalog, nil)
 	view.SetPartitions(topo.Partitions)
 	srv := httpapi.New(cfg, httpapi.Deps{Events: svc, Lobby: view, Gatherer: reg})
-	return &env{t: t, ns: ns, js: js, stream: stream, reg: reg, svc: svc, view: view, srv: srv}
+	return &env{t: t, ns: ns, js: js, topo: topo, stream: stream, reg: reg, metrics: metrics, svc: svc, view: view, srv: srv}
 }
 
 // count returns the number of messages in the events stream.
