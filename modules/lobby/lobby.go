@@ -166,12 +166,18 @@ func (v *View) Popular(region string) ([]byte, error) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return v.listLocked(r), nil
+}
+
+// listLocked returns region r's encoded list, encoding it if a change made
+// it stale; callers hold mu.
+func (v *View) listLocked(r int) []byte {
 	b := v.lists[r].Load()
 	if b == nil {
 		b = v.encode(r)
 		v.lists[r].Store(b)
 	}
-	return *b, nil
+	return *b
 }
 
 // Count returns the current total of one region and mode (0 if unknown).
@@ -282,12 +288,7 @@ func (v *View) ObserveRevision(rev uint64) {
 func (v *View) Snapshot(r int) (list []byte, version uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	b := v.lists[r].Load()
-	if b == nil {
-		b = v.encode(r)
-		v.lists[r].Store(b)
-	}
-	return *b, v.versions[r]
+	return v.listLocked(r), v.versions[r]
 }
 
 // Versions appends the current version of every region, by region index,
