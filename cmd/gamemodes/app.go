@@ -171,6 +171,9 @@ func appOptions(cfg Config, log *slog.Logger) fx.Option {
 	}
 	if cfg.Has(RoleEdge) {
 		opts = append(opts, edgeModule)
+		if !cfg.NoOpsPage {
+			opts = append(opts, opsModule)
+		}
 	}
 	// Every process serves /healthz, /readyz and /metrics; edges also the API.
 	opts = append(opts,
@@ -249,7 +252,11 @@ var edgeModule = fx.Module("edge",
 			log.With("component", "popular"), reg)
 		lc.Append(fx.Hook{OnStart: p.Start, OnStop: p.Stop})
 	}),
-	// The operations page at / and its status at /api/v1/ops/status.
+)
+
+// opsModule serves the operations page at / and its status at
+// /api/v1/ops/status on an edge (unless --no-ops-page).
+var opsModule = fx.Module("ops",
 	fx.Provide(fx.Annotate(func(lc fx.Lifecycle, cfg Config, n *NATS, v *lobby.View, m *ingest.Metrics) *ops.Service {
 		s := ops.NewService(ops.Config{InstanceID: cfg.InstanceID, Roles: cfg.Roles}, ops.Deps{
 			Counts: v, Cluster: jsadapter.NewOpsReader(n.JS, v.Catalog(), n.Topology.Partitions),

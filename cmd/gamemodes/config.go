@@ -56,6 +56,7 @@ type Config struct {
 	TrustedProxies   []string
 	MaxInflight      int
 	MaxStreams       int
+	NoOpsPage        bool
 
 	ConsistencyWait    time.Duration
 	ConsistencyWaiters int
@@ -107,6 +108,7 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.IntVar(&c.MaxInflight, "max-inflight", 0, "events being stored at once before POST answers 503 overloaded (0: 4096, negative: no cap)")
 	fs.DurationVar(&c.ConsistencyWait, "consistency-wait", 2*time.Second, "longest wait of a lobby read given a consistency token (after=) before 504 timeout")
 	fs.IntVar(&c.ConsistencyWaiters, "consistency-max-waiters", 0, "lobby reads waiting for a consistency token at once before 503 overloaded (0: 4096, negative: no cap)")
+	fs.BoolVar(&c.NoOpsPage, "no-ops-page", false, "do not serve the operations page at / and /api/v1/ops/status (it shows instance and worker names; turn it off on an edge facing the internet)")
 	fs.IntVar(&c.MaxStreams, "max-streams", 0, "open lobby streams (SSE) before GET /api/v1/popular_game_modes/stream answers 503 overloaded (0: 10000, negative: no cap)")
 	fs.DurationVar(&c.FlushEvery, "shard-flush-interval", 5*time.Millisecond, "least time between two count-shard writes of a partition (an idle partition writes a change at once)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty: off")

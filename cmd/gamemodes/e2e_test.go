@@ -383,3 +383,23 @@ func TestBadFlagsExitWithUsageError(t *testing.T) {
 }
 
 var _ = io.Discard
+
+// TestNoOpsPageServesNoOperationsRoutes: with --no-ops-page an edge answers
+// 404 on the operations page and its status, and serves the API as usual.
+func TestNoOpsPageServesNoOperationsRoutes(t *testing.T) {
+	p := startProc(t, freePort(t), freePort(t), t.TempDir(), "--no-ops-page")
+	p.waitReady()
+	for path, want := range map[string]int{
+		"/": 404, "/index.html": 404, "/api/v1/ops/status": 404, "/ops/ops.js": 404,
+		"/api/v1/popular_game_modes?region=US": 200, "/api/v1/openapi.json": 200,
+	} {
+		resp, err := http.Get(p.httpURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}
