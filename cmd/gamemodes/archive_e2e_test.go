@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamemodes/gamemodes/cmd/internal/proctest"
+
 	"github.com/gamemodes/gamemodes/adapters/postgres/pgtest"
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/nats/topology"
@@ -175,7 +177,7 @@ func (d *driver) run(from, to, workers int) {
 
 func TestArchiveHoldsEveryAcceptedEventExactlyOnce(t *testing.T) {
 	pg := pgtest.Schema(t)
-	p := startProc(t, freePort(t), freePort(t), t.TempDir(), "--postgres-url", pg)
+	p := startProc(t, proctest.FreePort(t), proctest.FreePort(t), t.TempDir(), "--postgres-url", pg)
 	p.waitReady()
 	d := newDriver(t, p)
 	d.run(0, 100_000, 32)
@@ -186,7 +188,7 @@ func TestArchiveHoldsEveryAcceptedEventExactlyOnce(t *testing.T) {
 func TestArchiveSurvivesPostgresOutageAndKill9(t *testing.T) {
 	pg := pgtest.Schema(t)
 	proxy := pgtest.NewProxy(t, pg)
-	httpPort, natsPort, dir := freePort(t), freePort(t), t.TempDir()
+	httpPort, natsPort, dir := proctest.FreePort(t), proctest.FreePort(t), t.TempDir()
 	p := startProc(t, httpPort, natsPort, dir, "--postgres-url", proxy.URL(pg))
 	p.waitReady()
 	d := newDriver(t, p)
@@ -237,7 +239,7 @@ func scrape(t *testing.T, base string) string {
 
 func TestRebuildFromArchiveAfterLosingNATSStorage(t *testing.T) {
 	pg := pgtest.Schema(t)
-	httpPort, natsPort, dir := freePort(t), freePort(t), t.TempDir()
+	httpPort, natsPort, dir := proctest.FreePort(t), proctest.FreePort(t), t.TempDir()
 	p := startProc(t, httpPort, natsPort, dir, "--postgres-url", pg)
 	p.waitReady()
 	d := newDriver(t, p)

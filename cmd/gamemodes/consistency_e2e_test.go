@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/gamemodes/gamemodes/cmd/internal/proctest"
+
 	"github.com/gamemodes/gamemodes/modules/domain"
 )
 
@@ -36,7 +38,7 @@ func (p *proc) getAfter(region, token string) (int, map[int]int64, string) {
 // Read-your-writes through the binary: the first lobby read given the
 // consistency token of a POST answer already shows that event, every time.
 func TestEndToEndReadYourWrites(t *testing.T) {
-	p := startProc(t, freePort(t), freePort(t), t.TempDir())
+	p := startProc(t, proctest.FreePort(t), proctest.FreePort(t), t.TempDir())
 	p.waitReady()
 	tr := truth{}
 	post := func(id, user, typ, region string, mode int) string {

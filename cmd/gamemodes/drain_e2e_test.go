@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamemodes/gamemodes/cmd/internal/proctest"
+
 	"github.com/gamemodes/gamemodes/adapters/postgres/pgtest"
 )
 
@@ -17,7 +19,7 @@ import (
 // failed are retried with the same event_id, as a client would).
 func TestSIGTERMUnderLoadLosesNothingAcknowledged(t *testing.T) {
 	pg := pgtest.Schema(t)
-	httpPort, natsPort, dir := freePort(t), freePort(t), t.TempDir()
+	httpPort, natsPort, dir := proctest.FreePort(t), proctest.FreePort(t), t.TempDir()
 	p := startProc(t, httpPort, natsPort, dir, "--postgres-url", pg)
 	p.waitReady()
 	d := newDriver(t, p)

@@ -11,13 +11,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gamemodes/gamemodes/cmd/internal/proctest"
 
 	"github.com/gamemodes/gamemodes/adapters/postgres/pgtest"
 	"github.com/gamemodes/gamemodes/modules/domain"
@@ -33,25 +33,13 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	binPath = filepath.Join(dir, "gamemodes")
-	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build gamemodes: %v\n%s", err, out)
+	if binPath, err = proctest.Build(dir, "./cmd/gamemodes"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // proc is a running gamemodes binary.
@@ -60,26 +48,9 @@ type proc struct {
 	cmd      *exec.Cmd
 	httpURL  string
 	natsURL  string
-	log      *syncBuffer
+	log      *proctest.Buffer
 	exited   chan struct{}
 	exitCode int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startProc(t *testing.T, httpPort, natsPort int, dataDir string, extra ...string) *proc {
@@ -92,7 +63,7 @@ func startProc(t *testing.T, httpPort, natsPort int, dataDir string, extra ...st
 		"--partitions", "8",
 		"--log-format", "json",
 	}, extra...)
-	p := &proc{t: t, cmd: exec.Command(binPath, args...), log: &syncBuffer{}, exited: make(chan struct{}),
+	p := &proc{t: t, cmd: exec.Command(binPath, args...), log: &proctest.Buffer{}, exited: make(chan struct{}),
 		httpURL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort)}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
@@ -239,7 +210,7 @@ func eventBody(id, user, typ, region string, mode int) string {
 }
 
 func TestEndToEndHTTPAndNATSSurviveKill9(t *testing.T) {
-	httpPort, natsPort, dir := freePort(t), freePort(t), t.TempDir()
+	httpPort, natsPort, dir := proctest.FreePort(t), proctest.FreePort(t), t.TempDir()
 	p := startProc(t, httpPort, natsPort, dir)
 	p.waitReady()
 
@@ -329,7 +300,7 @@ func TestEndToEndHTTPAndNATSSurviveKill9(t *testing.T) {
 }
 
 func TestEndToEndExpiryWithinTTL(t *testing.T) {
-	p := startProc(t, freePort(t), freePort(t), t.TempDir(), "--player-ttl", "4s")
+	p := startProc(t, proctest.FreePort(t), proctest.FreePort(t), t.TempDir(), "--player-ttl", "4s")
 	p.waitReady()
 	for i := 0; i < 5; i++ {
 		if code, _ := p.post(eventBody("x"+strconv.Itoa(i), strconv.Itoa(i), "ENTER_GAME_MODE", "BR", 7)); code != 202 {
@@ -349,7 +320,7 @@ func TestBusyNATSPortExitsNamingTheFlag(t *testing.T) {
 	}
 	defer l.Close()
 	port := l.Addr().(*net.TCPAddr).Port
-	p := startProc(t, freePort(t), port, t.TempDir())
+	p := startProc(t, proctest.FreePort(t), port, t.TempDir())
 	select {
 	case <-p.exited:
 	case <-time.After(20 * time.Second):
@@ -387,7 +358,7 @@ var _ = io.Discard
 // TestNoOpsPageServesNoOperationsRoutes: with --no-ops-page an edge answers
 // 404 on the operations page and its status, and serves the API as usual.
 func TestNoOpsPageServesNoOperationsRoutes(t *testing.T) {
-	p := startProc(t, freePort(t), freePort(t), t.TempDir(), "--no-ops-page")
+	p := startProc(t, proctest.FreePort(t), proctest.FreePort(t), t.TempDir(), "--no-ops-page")
 	p.waitReady()
 	for path, want := range map[string]int{
 		"/": 404, "/index.html": 404, "/api/v1/ops/status": 404, "/ops/ops.js": 404,

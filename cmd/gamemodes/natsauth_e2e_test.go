@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamemodes/gamemodes/cmd/internal/proctest"
+
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats.go"
@@ -23,7 +25,7 @@ func startWithUsersConfig(t *testing.T) *proc {
 	for _, u := range []string{"GAME_SERVER", "EDGE", "WORKER", "ARCHIVER", "ADMIN", "SYS"} {
 		t.Setenv(u+"_PASSWORD", u+"-test-secret")
 	}
-	p := startProc(t, freePort(t), freePort(t), t.TempDir(),
+	p := startProc(t, proctest.FreePort(t), proctest.FreePort(t), t.TempDir(),
 		"--nats-config", conf, "--nats-user", "admin", "--nats-password", "ADMIN-test-secret")
 	p.waitReady()
 	return p

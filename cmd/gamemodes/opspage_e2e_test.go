@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamemodes/gamemodes/cmd/internal/proctest"
+
 	"github.com/chromedp/chromedp"
 )
 
@@ -51,7 +53,7 @@ func TestOpsPageInHeadlessChromium(t *testing.T) {
 	if chrome == "" {
 		t.Skip("no Chromium found (/usr/bin/chromium, chromium, chromium-browser, google-chrome or GAMEMODES_CHROME): apt-get install chromium")
 	}
-	p := startProc(t, freePort(t), freePort(t), t.TempDir(), "--instance-id", "ops-e2e")
+	p := startProc(t, proctest.FreePort(t), proctest.FreePort(t), t.TempDir(), "--instance-id", "ops-e2e")
 	p.waitReady()
 
 	// Players per region and mode: US mode m has 60/m players, EU and BR fewer.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamemodes/gamemodes/cmd/internal/proctest"
+
 	"github.com/nats-io/nats.go"
 )
 
@@ -18,7 +20,7 @@ import (
 // after an event, with the same version; SIGTERM ends the open stream
 // cleanly and the process exits 0.
 func TestEndToEndPushOverSSEAndNATS(t *testing.T) {
-	p := startProc(t, freePort(t), freePort(t), t.TempDir())
+	p := startProc(t, proctest.FreePort(t), proctest.FreePort(t), t.TempDir())
 	p.waitReady()
 
 	nc, err := nats.Connect(p.natsURL)

@@ -10,16 +10,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamemodes/gamemodes/cmd/internal/proctest"
+
 	"github.com/gamemodes/gamemodes/nats/natstest"
 )
 
 // startRole runs a gamemodes process with some roles against an external NATS.
 func startRole(t *testing.T, natsURL string, extra ...string) *proc {
 	t.Helper()
-	port := freePort(t)
+	port := proctest.FreePort(t)
 	args := append([]string{"--nats-url", natsURL}, extra...)
 	// startProc's --nats-listen and --data-dir are unused with --nats-url.
-	p := startProc(t, port, freePort(t), t.TempDir(), args...)
+	p := startProc(t, port, proctest.FreePort(t), t.TempDir(), args...)
 	p.natsURL = natsURL
 	return p
 }

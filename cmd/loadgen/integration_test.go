@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gamemodes/gamemodes/cmd/internal/proctest"
 )
 
 // gamemodesBin is the service binary built by TestMain.
@@ -29,57 +26,21 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "go env GOMOD:", err)
-		return 1
-	}
-	gamemodesBin = filepath.Join(dir, "gamemodes")
-	build := exec.Command("go", "build", "-o", gamemodesBin, "./cmd/gamemodes")
-	build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build gamemodes: %v\n%s", err, out)
+	if gamemodesBin, err = proctest.Build(dir, "./cmd/gamemodes"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()
-}
-
-// lockedBuffer is a goroutine-safe log sink.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // startService runs the gamemodes binary (all roles, embedded NATS) on
 // random loopback ports and returns its HTTP and NATS URLs once ready.
 func startService(t *testing.T, regions string) (httpURL, natsURL string) {
 	t.Helper()
-	httpPort, natsPort := freePort(t), freePort(t)
+	httpPort, natsPort := proctest.FreePort(t), proctest.FreePort(t)
 	httpURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	natsURL = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	log := &lockedBuffer{}
+	log := &proctest.Buffer{}
 	cmd := exec.Command(gamemodesBin, "serve",
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort),
 		"--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
@@ -126,7 +87,7 @@ func runLoadgen(t *testing.T, args ...string) summary {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := &lockedBuffer{}
+	log := &proctest.Buffer{}
 	sum, err := run(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, log.String())
