@@ -50,7 +50,8 @@ type Subscription struct {
 // order: a list whose Gamemodes-Version is not greater than the last one
 // delivered (a late or repeated message) is dropped, and so is a message
 // that is not a list of region with a version. The first list comes with
-// the region's next change. An unknown region is refused with a
+// the region's next change or the service's next periodic republication
+// of every list (every 10 s by default), whichever is first. An unknown region is refused with a
 // *ValidationError (missing_region or invalid_region). fn must not block for
 // long: lists arriving meanwhile wait in the subscription's buffer.
 func (c *Client) SubscribeRegion(region string, fn func(List)) (*Subscription, error) {

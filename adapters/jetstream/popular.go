@@ -39,7 +39,13 @@ type PopularSource interface {
 	// Synced reports whether the lists are complete (every count shard
 	// loaded); a process does not compete to publish before.
 	Synced() bool
+	// Current returns every region's list as it is now, with its version.
+	Current() []lobby.Update
 }
+
+// DefaultPopularRefresh is how often the binary's publisher sends every
+// region's list again (PopularPublisherConfig.Refresh).
+const DefaultPopularRefresh = 10 * time.Second
 
 // PopularPublisherConfig configures a PopularPublisher.
 type PopularPublisherConfig struct {
@@ -49,12 +55,18 @@ type PopularPublisherConfig struct {
 	// default topology.DefaultLeaseTTL). The lease is renewed, and a
 	// standby tries to take it, every LeaseTTL/3.
 	LeaseTTL time.Duration
+	// Refresh is how often the holder publishes every region's list again,
+	// changed or not (same version), so that a subscriber that just joined
+	// gets the lists within Refresh without waiting for a change; 0 means
+	// never (only changes, and every list when publishing starts).
+	Refresh time.Duration
 }
 
 // PopularPublisher publishes the lobby list of every region on core NATS,
 // gamemodes.popular.<REGION>, when it changes (as often as the source sends
 // changes: at most every 100 ms per region with the default broadcaster),
-// and every list when it starts publishing.
+// every list when it starts publishing, and every list again each
+// Refresh.
 //
 // When several edges run, exactly one publishes: the holder of the lease
 // topology.PopularPublisherKey in the leases bucket, whose TTL bounds how
@@ -158,6 +170,12 @@ func (p *PopularPublisher) run() {
 	every := p.cfg.LeaseTTL / 3
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	var refresh <-chan time.Time
+	if p.cfg.Refresh > 0 {
+		t := time.NewTicker(p.cfg.Refresh)
+		defer t.Stop()
+		refresh = t.C
+	}
 	var l popularLease
 	p.campaign(&l, every)
 	for {
@@ -176,6 +194,11 @@ func (p *PopularPublisher) run() {
 				p.renew(&l, every)
 			}
 		case <-ready:
+		case <-refresh:
+			if l.sub != nil {
+				p.publish(&l) // changes first: the lists sent next are at least as new
+				p.republish(&l)
+			}
 		}
 		if l.sub != nil {
 			p.publish(&l)
@@ -250,22 +273,40 @@ func (p *PopularPublisher) abdicate(l *popularLease) {
 // publish sends the lists not sent yet while the lease is valid; otherwise
 // they wait in the subscription (only the latest of each region).
 func (p *PopularPublisher) publish(l *popularLease) {
-	nc := p.js.Conn()
-	for time.Now().Before(l.validUntil) && nc.IsConnected() {
+	for p.mayPublish(l) {
 		u, ok := l.sub.Next()
 		if !ok {
 			return
 		}
-		msg := nats.NewMsg(topology.PopularSubject(u.Region))
-		msg.Data = u.List
-		msg.Header.Set(HeaderPopularVersion, strconv.FormatUint(u.Version, 10))
-		msg.Header.Set(HeaderPopularPublisher, p.cfg.Member)
-		if err := nc.PublishMsg(msg); err != nil {
-			p.log.Warn("lobby list not published", "subject", msg.Subject, "err", err)
-			continue
-		}
-		p.published.Inc()
+		p.send(u)
 	}
+}
+
+// republish sends every region's current list again (see Refresh).
+func (p *PopularPublisher) republish(l *popularLease) {
+	for _, u := range p.src.Current() {
+		if !p.mayPublish(l) {
+			return
+		}
+		p.send(u)
+	}
+}
+
+// mayPublish reports whether the lease is still valid and the connection up.
+func (p *PopularPublisher) mayPublish(l *popularLease) bool {
+	return time.Now().Before(l.validUntil) && p.js.Conn().IsConnected()
+}
+
+func (p *PopularPublisher) send(u lobby.Update) {
+	msg := nats.NewMsg(topology.PopularSubject(u.Region))
+	msg.Data = u.List
+	msg.Header.Set(HeaderPopularVersion, strconv.FormatUint(u.Version, 10))
+	msg.Header.Set(HeaderPopularPublisher, p.cfg.Member)
+	if err := p.js.Conn().PublishMsg(msg); err != nil {
+		p.log.Warn("lobby list not published", "subject", msg.Subject, "err", err)
+		return
+	}
+	p.published.Inc()
 }
 
 // logErr logs a lease error once until it changes or the lease works again.

@@ -29,6 +29,12 @@ type popularEdge struct {
 
 func startPopularEdge(t *testing.T, url, id string, catalog *domain.Catalog, leaseTTL time.Duration) *popularEdge {
 	t.Helper()
+	return startPopularEdgeWith(t, url, catalog, jsadapter.PopularPublisherConfig{Member: id, LeaseTTL: leaseTTL})
+}
+
+func startPopularEdgeWith(t *testing.T, url string, catalog *domain.Catalog, cfg jsadapter.PopularPublisherConfig) *popularEdge {
+	t.Helper()
+	id := cfg.Member
 	nc, js := natstest.Connect(t, url)
 	e := &popularEdge{id: id, nc: nc, view: lobby.NewView(catalog, nil), reg: prometheus.NewRegistry()}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -41,7 +47,7 @@ func startPopularEdge(t *testing.T, url, id string, catalog *domain.Catalog, lea
 	b := lobby.NewBroadcaster(e.view, lobby.DefaultBroadcastInterval)
 	b.Start()
 	t.Cleanup(b.Stop)
-	e.pub = jsadapter.NewPopularPublisher(js, b, jsadapter.PopularPublisherConfig{Member: id, LeaseTTL: leaseTTL}, testLog(id), e.reg)
+	e.pub = jsadapter.NewPopularPublisher(js, b, cfg, testLog(id), e.reg)
 	if err := e.pub.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -276,5 +282,24 @@ func TestOnlyTheLeaseHolderPublishesAndAStandbyTakesOver(t *testing.T) {
 	regions := len(testRegions)
 	if pa, pb, pc := a.publishedCount(t), b.publishedCount(t), c.publishedCount(t); pa != regions+5 || pb != regions+1 || pc != regions+1 {
 		t.Fatalf("published a=%d b=%d c=%d, want %d %d %d", pa, pb, pc, regions+5, regions+1, regions+1)
+	}
+}
+
+// TestPopularPublisherRepublishesForLateSubscribers: with Refresh set, a
+// subscriber that joins after the lists were published, while nothing
+// changes, still receives the current list, with the version it had.
+func TestPopularPublisherRepublishesForLateSubscribers(t *testing.T) {
+	url, js, catalog, ttl := popularSetup(t)
+	w := newShardWriter(t, js, catalog)
+	rev := w.put(map[int]int64{2: 5})
+	e := startPopularEdgeWith(t, url, catalog, jsadapter.PopularPublisherConfig{Member: "edge-r", LeaseTTL: ttl, Refresh: 100 * time.Millisecond})
+	waitFor(t, 10*time.Second, func() bool { return e.pub.Leader() && e.publishedCount(t) >= len(testRegions) }, "the first lists published")
+
+	late := subscribePopular(t, url, "US")
+	want := popularMsg{list: `{"region":"US","game_modes":[{"game_mode":2,"player_count":5}]}`, version: rev, publisher: "edge-r"}
+	for i := 0; i < 2; i++ {
+		if m := late.next(); m != want {
+			t.Fatalf("late subscriber got %+v, want %+v", m, want)
+		}
 	}
 }

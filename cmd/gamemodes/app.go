@@ -248,7 +248,7 @@ var edgeModule = fx.Module("edge",
 		lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
 	}),
 	fx.Invoke(func(lc fx.Lifecycle, cfg Config, n *NATS, b *lobby.Broadcaster, reg prometheus.Registerer, log *slog.Logger) {
-		p := jsadapter.NewPopularPublisher(n.JS, b, jsadapter.PopularPublisherConfig{Member: cfg.InstanceID, LeaseTTL: n.Topology.LeaseTTL},
+		p := jsadapter.NewPopularPublisher(n.JS, b, jsadapter.PopularPublisherConfig{Member: cfg.InstanceID, LeaseTTL: n.Topology.LeaseTTL, Refresh: jsadapter.DefaultPopularRefresh},
 			log.With("component", "popular"), reg)
 		lc.Append(fx.Hook{OnStart: p.Start, OnStop: p.Stop})
 	}),

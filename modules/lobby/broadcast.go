@@ -103,6 +103,18 @@ func (b *Broadcaster) Stop() {
 // Synced reports whether the view has loaded every stored shard.
 func (b *Broadcaster) Synced() bool { return b.view.Synced() }
 
+// Current returns every region's list as it is now, with its version, by
+// region index.
+func (b *Broadcaster) Current() []Update {
+	cat := b.view.catalog
+	out := make([]Update, cat.NumRegions())
+	for r := range out {
+		list, version := b.view.Snapshot(r)
+		out[r] = Update{Region: cat.Region(r), Version: version, List: list}
+	}
+	return out
+}
+
 func (b *Broadcaster) run() {
 	defer close(b.done)
 	cat := b.view.catalog
