@@ -99,14 +99,22 @@ func TestOpsReaderReportsStreamArchiveWorkersAndOwners(t *testing.T) {
 	}
 }
 
-// settled reports whether every partition is owned by a live worker that
-// also wrote its shard, with its last event applied.
+// settled reports whether the partitions are balanced over the two live
+// workers (a worker that joined takes its share shortly after) and each
+// owner also wrote its shard, with its last event applied.
 func settled(c ops.Cluster, lastSeqOf map[int]uint64) bool {
 	if len(c.Workers.Members) != 2 {
 		return false
 	}
+	owned := map[string]int{}
 	for _, it := range c.Partitions.Items {
 		if !slices.Contains(c.Workers.Members, it.Owner) || it.ShardOwner != it.Owner || it.AppliedSeq != lastSeqOf[it.Partition] {
+			return false
+		}
+		owned[it.Owner]++
+	}
+	for _, m := range c.Workers.Members {
+		if owned[m] != len(c.Partitions.Items)/len(c.Workers.Members) {
 			return false
 		}
 	}
