@@ -74,9 +74,7 @@ func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
 	if n.JS, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(65536), jetstream.WithPublishAsyncTimeout(5*time.Second)); err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if n.Topology, err = topology.Ensure(ctx, n.JS, cfg.Topology()); err != nil {
+	if n.Topology, err = ensureTopology(n.JS, cfg.Topology(), log); err != nil {
 		return nil, err
 	}
 	if n.Topology.PlayerTTL != cfg.PlayerTTL {
@@ -84,6 +82,40 @@ func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
 	}
 	log.Info("NATS topology ready", "partitions", n.Topology.Partitions, "player_ttl", n.Topology.PlayerTTL, "replicas", cfg.Replicas)
 	return n, nil
+}
+
+// Waiting for the topology: each attempt may take ensureAttempt; a server
+// that does not answer in time is asked again until ensureWait has passed.
+// After an outage longer than the player TTL, nats-server expires every
+// player key at once when it starts (millions of deletions and markers with
+// a large population) and answers nothing else meanwhile: measured with 10
+// million players, longer than a single attempt.
+var (
+	ensureAttempt = 30 * time.Second
+	ensureWait    = 15 * time.Minute
+)
+
+// ensureTopology creates or checks the stream and buckets, asking again
+// while the server does not answer in time.
+func ensureTopology(js jetstream.JetStream, c topology.Config, log *slog.Logger) (topology.Topology, error) {
+	deadline := time.Now().Add(ensureWait)
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), ensureAttempt)
+		topo, err := topology.Ensure(ctx, js, c)
+		cancel()
+		if err == nil {
+			return topo, nil
+		}
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrNoResponders) &&
+			!errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			return topology.Topology{}, err
+		}
+		if time.Now().After(deadline) {
+			return topology.Topology{}, fmt.Errorf("NATS did not answer the topology requests for %v: %w", ensureWait, err)
+		}
+		log.Warn("NATS did not answer the topology requests in time; asking again (after an outage longer than the player TTL the server expires every player at start, which takes minutes with millions of players)",
+			"attempt", attempt, "err", err)
+	}
 }
 
 func connectNATS(url, name, user, password string, log *slog.Logger) (*nats.Conn, error) {
