@@ -182,40 +182,66 @@ func leaseErr(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// Acquire creates partition p's lease for member if nobody holds it.
-func (c *Coordinator) Acquire(ctx context.Context, p int, member string) (uint64, error) {
-	rev, err := c.leases.Create(ctx, topology.ShardKey(p), []byte(member))
+// kvLease is one lease key of the leases bucket: a member creates it while
+// nobody holds it, renews it at the revision it last wrote, and deletes it
+// when it lets go; the bucket's TTL ends a lease nobody renews.
+type kvLease struct {
+	kv  jetstream.KeyValue
+	key string
+}
+
+// acquire creates the lease for member if nobody holds it; a holder's lease
+// is a partition.ErrConflict.
+func (l kvLease) acquire(ctx context.Context, member string) (uint64, error) {
+	rev, err := l.kv.Create(ctx, l.key, []byte(member))
 	if err != nil {
-		return 0, leaseErr("acquire lease", err)
+		return 0, leaseErr("acquire lease "+l.key, err)
 	}
 	return rev, nil
 }
 
-// Renew rewrites the lease if it is still at rev.
-func (c *Coordinator) Renew(ctx context.Context, p int, member string, rev uint64) (uint64, error) {
-	newRev, err := c.leases.Update(ctx, topology.ShardKey(p), []byte(member), rev)
+// renew rewrites the lease if it is still at rev; else partition.ErrConflict.
+func (l kvLease) renew(ctx context.Context, member string, rev uint64) (uint64, error) {
+	newRev, err := l.kv.Update(ctx, l.key, []byte(member), rev)
 	if err != nil {
-		return 0, leaseErr("renew lease", err)
+		return 0, leaseErr("renew lease "+l.key, err)
 	}
 	return newRev, nil
 }
 
-// Release deletes the lease if member still holds it. rev is the revision
+// release deletes the lease if member still holds it. rev is the revision
 // member last saw; if a renewal landed whose answer was lost, the current
 // revision is used when the lease still names member.
-func (c *Coordinator) Release(ctx context.Context, p int, member string, rev uint64) error {
-	err := c.leases.Delete(ctx, topology.ShardKey(p), jetstream.LastRevision(rev))
+func (l kvLease) release(ctx context.Context, member string, rev uint64) error {
+	err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
 	if err == nil {
 		return nil
 	}
-	e, gerr := c.leases.Get(ctx, topology.ShardKey(p))
+	e, gerr := l.kv.Get(ctx, l.key)
 	if gerr != nil || string(e.Value()) != member {
-		return leaseErr("release lease", err)
+		return leaseErr("release lease "+l.key, err)
 	}
-	if err := c.leases.Delete(ctx, topology.ShardKey(p), jetstream.LastRevision(e.Revision())); err != nil {
-		return leaseErr("release lease", err)
+	if err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(e.Revision())); err != nil {
+		return leaseErr("release lease "+l.key, err)
 	}
 	return nil
+}
+
+func (c *Coordinator) lease(p int) kvLease { return kvLease{kv: c.leases, key: topology.ShardKey(p)} }
+
+// Acquire creates partition p's lease for member if nobody holds it.
+func (c *Coordinator) Acquire(ctx context.Context, p int, member string) (uint64, error) {
+	return c.lease(p).acquire(ctx, member)
+}
+
+// Renew rewrites partition p's lease if it is still at rev.
+func (c *Coordinator) Renew(ctx context.Context, p int, member string, rev uint64) (uint64, error) {
+	return c.lease(p).renew(ctx, member, rev)
+}
+
+// Release deletes partition p's lease if member still holds it (see kvLease.release).
+func (c *Coordinator) Release(ctx context.Context, p int, member string, rev uint64) error {
+	return c.lease(p).release(ctx, member, rev)
 }
 
 // Changed is signalled when memberships or leases change.

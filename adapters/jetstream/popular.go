@@ -80,11 +80,11 @@ type PopularPublisherConfig struct {
 // publishes only while connected (core NATS would otherwise buffer
 // messages during a reconnect and deliver them late).
 type PopularPublisher struct {
-	js  jetstream.JetStream
-	src PopularSource
-	cfg PopularPublisherConfig
-	log *slog.Logger
-	kv  jetstream.KeyValue
+	js    jetstream.JetStream
+	src   PopularSource
+	cfg   PopularPublisherConfig
+	log   *slog.Logger
+	lease kvLease // the publisher lease, set by Start
 
 	leader    atomic.Bool
 	published prometheus.Counter
@@ -133,7 +133,7 @@ func (p *PopularPublisher) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("popular publisher: leases bucket: %w", err)
 	}
-	p.kv = kv
+	p.lease = kvLease{kv: kv, key: topology.PopularPublisherKey}
 	p.startOnce.Do(func() { go p.run() })
 	return nil
 }
@@ -214,9 +214,9 @@ func (p *PopularPublisher) campaign(l *popularLease, every time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), every)
 	defer cancel()
 	sent := time.Now()
-	rev, err := p.kv.Create(ctx, topology.PopularPublisherKey, []byte(p.cfg.Member))
+	rev, err := p.lease.acquire(ctx, p.cfg.Member)
 	if err != nil {
-		if err = leaseErr("acquire popular publisher lease", err); !errors.Is(err, partition.ErrConflict) {
+		if !errors.Is(err, partition.ErrConflict) {
 			p.logErr(err)
 		}
 		return
@@ -234,13 +234,12 @@ func (p *PopularPublisher) renew(l *popularLease, every time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), every)
 	defer cancel()
 	sent := time.Now()
-	rev, err := p.kv.Update(ctx, topology.PopularPublisherKey, []byte(p.cfg.Member), l.rev)
+	rev, err := p.lease.renew(ctx, p.cfg.Member, l.rev)
 	if err == nil {
 		p.lastErr = ""
 		l.rev, l.validUntil = rev, sent.Add(p.cfg.LeaseTTL-every)
 		return
 	}
-	err = leaseErr("renew popular publisher lease", err)
 	if errors.Is(err, partition.ErrConflict) || time.Now().After(l.validUntil) {
 		p.log.Warn("stopped publishing the lobby lists on NATS: lease lost", "err", err)
 		p.abdicate(l)
@@ -259,7 +258,7 @@ func (p *PopularPublisher) resign(l *popularLease, every time.Duration) {
 	p.abdicate(l)
 	ctx, cancel := context.WithTimeout(context.Background(), every)
 	defer cancel()
-	if err := p.kv.Delete(ctx, topology.PopularPublisherKey, jetstream.LastRevision(rev)); err != nil {
+	if err := p.lease.release(ctx, p.cfg.Member, rev); err != nil {
 		p.log.Warn("popular publisher lease not released (it expires by itself)", "err", err)
 	}
 }
