@@ -42,12 +42,11 @@ func followBucket(ctx context.Context, js jetstream.JetStream, bucket string, ap
 		if err != nil {
 			return
 		}
-		h := m.Headers()
 		apply(kvChange{
 			Key:     strings.TrimPrefix(m.Subject(), prefix),
 			Value:   m.Data(),
 			Rev:     md.Sequence.Stream,
-			Deleted: h.Get(hdrKVOperation) != "" || h.Get(hdrMarkerReason) != "",
+			Deleted: isDeletion(m.Headers()),
 		})
 		if !done && md.NumPending == 0 {
 			done = true

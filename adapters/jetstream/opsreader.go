@@ -151,7 +151,7 @@ func lastValues(ctx context.Context, js jetstream.JetStream, bucket string) (map
 			return nil, fmt.Errorf("bucket %s: %w", bucket, err)
 		}
 		complete = m.Header.Get(hdrNumPending) == "0"
-		if m.Header.Get(hdrKVOperation) != "" || m.Header.Get(hdrMarkerReason) != "" {
+		if isDeletion(m.Header) {
 			continue
 		}
 		if key, ok := strings.CutPrefix(m.Subject, prefix); ok {

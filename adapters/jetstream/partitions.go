@@ -18,6 +18,12 @@ const (
 	hdrKVOperation  = "KV-Operation"       // DEL or PURGE on KV deletes
 )
 
+// isDeletion reports whether a players stream message removes its key: a
+// delete or purge, or the server's expiry marker.
+func isDeletion(h nats.Header) bool {
+	return h.Get(hdrKVOperation) != "" || h.Get(hdrMarkerReason) != ""
+}
+
 // PartitionStore implements partition.Store on the players bucket and the
 // count-shards bucket, with pipelined revision-checked writes.
 type PartitionStore struct {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/gamemodes/gamemodes/modules/partition"
 	"github.com/gamemodes/gamemodes/nats/topology"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -96,17 +95,17 @@ func (s *PartitionStore) LoadPartition(ctx context.Context, p int, add func([]pa
 	case <-s.stop:
 		return partition.Snapshot{}, errStoreClosed
 	}
+handing:
 	for {
 		select {
 		case b, ok := <-req.batches:
-			if ok {
-				add(b)
-				continue
+			if !ok {
+				break handing
 			}
+			add(b)
 		case <-ctx.Done():
 			return partition.Snapshot{}, fmt.Errorf("load players: %w", ctx.Err())
 		}
-		break
 	}
 	if err := <-req.done; err != nil {
 		return partition.Snapshot{}, fmt.Errorf("load players: %w", err)
@@ -345,10 +344,4 @@ func (s *PartitionStore) scan(ctx context.Context, reqs []*loadRequest) error {
 			}
 		}
 	}
-}
-
-// isDeletion reports whether a players stream message removes its key: a
-// delete or purge, or the server's expiry marker.
-func isDeletion(h nats.Header) bool {
-	return h.Get(hdrKVOperation) != "" || h.Get(hdrMarkerReason) != ""
 }
