@@ -63,6 +63,19 @@ sample() { # $1: file
   done >"$1"
 }
 
+# archive_drained waits (at most $1 seconds) for the archive lag to reach 0,
+# then writes the rows archived and the lag left to $2 (and stderr).
+archive_drained() { # $1: seconds, $2: file
+  local lag=""
+  for _ in $(seq 1 "$1"); do
+    lag=$(curl -fsS "http://$HTTP/metrics" | awk '/^gamemodes_archive_lag_messages /{print $2}')
+    [ "${lag:-1}" = "0" ] && break
+    sleep 1
+  done
+  rows=$(psql -tAq "$PG_BENCH" -c "SELECT count(*) FROM event")
+  echo "{\"archived_rows\":$rows,\"archive_lag_after\":${lag:-null}}" | tee "$2" >&2
+}
+
 # reload_resident restarts the service on the populated store and records how
 # long it takes to load all partitions, whether the lobby then shows exactly
 # the population, the live heap after a collection and the RSS.
@@ -97,14 +110,7 @@ run_scenario() { # $1: name, $2: run number, rest: loadgen args
   sample "$OUT/$name.$run.samples" & local sampler=$!
   bin/loadgen --http-url "http://$HTTP" --nats-url "nats://$NATS" --players "$PLAYERS" --progress-every 10s "$@" \
     >"$OUT/$name.$run.json" 2>"$OUT/$name.$run.err" || echo "bench: $name run $run exited $?" >&2
-  # The archive must catch up: wait for lag 0 (at most 2 minutes).
-  for _ in $(seq 1 120); do
-    lag=$(curl -fsS "http://$HTTP/metrics" | awk '/^gamemodes_archive_lag_messages /{print $2}')
-    [ "${lag:-1}" = "0" ] && break
-    sleep 1
-  done
-  rows=$(psql -tAq "$PG_BENCH" -c "SELECT count(*) FROM event")
-  echo "{\"archived_rows\":$rows,\"archive_lag_after\":${lag:-null}}" >"$OUT/$name.$run.archive.json"
+  archive_drained 120 "$OUT/$name.$run.archive.json" 2>/dev/null # the archive must catch up (at most 2 minutes)
   kill "$sampler" 2>/dev/null || true
   stop_service
   tail -1 "$OUT/$name.$run.json" >&2
@@ -128,13 +134,7 @@ for s in "${scenarios[@]}"; do
           bin/loadgen populate --nats-url "nats://$NATS" --http-url "http://$HTTP" --players "$RESIDENT" --settle 10m \
             >"$OUT/resident.json" 2>"$OUT/resident.err" || echo "bench: populate exited $?" >&2
           tail -1 "$OUT/resident.json" >&2
-          for _ in $(seq 1 900); do
-            lag=$(curl -fsS "http://$HTTP/metrics" | awk '/^gamemodes_archive_lag_messages /{print $2}')
-            [ "${lag:-1}" = "0" ] && break
-            sleep 1
-          done
-          rows=$(psql -tAq "$PG_BENCH" -c "SELECT count(*) FROM event")
-          echo "{\"archived_rows\":$rows,\"archive_lag_after\":${lag:-null}}" | tee "$OUT/resident.archive.json" >&2
+          archive_drained 900 "$OUT/resident.archive.json"
           stop_service
         fi
         reload_resident "$run"
