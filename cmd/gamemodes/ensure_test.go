@@ -33,15 +33,10 @@ func (w *warnLog) count() int {
 	return w.n
 }
 
-// TestEnsureTopologyAsksAgainUntilJetStreamAnswers: a server whose
-// JetStream does not answer yet (here: not enabled at first) is asked again
-// until it does, instead of the process giving up at the first attempt; a
-// server that never answers is given up after the wait.
-func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
-	attempt, wait := ensureAttempt, ensureWait
-	t.Cleanup(func() { ensureAttempt, ensureWait = attempt, wait })
-	ensureAttempt, ensureWait = 200*time.Millisecond, time.Minute
-
+// serverWithoutJetStream starts a NATS server whose JetStream is off (its
+// API has no responders) and connects to it.
+func serverWithoutJetStream(t *testing.T) (*server.Server, jetstream.JetStream) {
+	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
@@ -51,11 +46,20 @@ func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
 		t.Fatal("server not ready")
 	}
 	t.Cleanup(ns.Shutdown)
-	nc, _ := natstest.Connect(t, ns.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, ns.ClientURL())
+	return ns, js
+}
+
+// TestEnsureTopologyAsksAgainUntilJetStreamAnswers: a server whose
+// JetStream does not answer yet (here: not enabled at first) is asked again
+// until it does, instead of the process giving up at the first attempt; a
+// server that never answers is given up after the wait.
+func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
+	attempt, wait := ensureAttempt, ensureWait
+	t.Cleanup(func() { ensureAttempt, ensureWait = attempt, wait })
+	ensureAttempt, ensureWait = 200*time.Millisecond, time.Minute
+
+	ns, js := serverWithoutJetStream(t)
 	logs := &warnLog{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 
@@ -86,17 +90,7 @@ func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
 
 	// A server that never answers is given up after ensureWait.
 	ensureWait = 500 * time.Millisecond
-	quiet, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go quiet.Start()
-	if !quiet.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(quiet.Shutdown)
-	qc, _ := natstest.Connect(t, quiet.ClientURL())
-	qjs, _ := jetstream.New(qc)
+	_, qjs := serverWithoutJetStream(t)
 	if _, err := ensureTopology(qjs, topology.Config{Partitions: 4}, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("ensure against a server without JetStream: %v, want gave up", err)
 	}
