@@ -40,8 +40,7 @@ func (e *waitEnv) setUS(p int, n int64, seq uint64) {
 	counts := domain.NewCounts(c)
 	slot, _ := c.SlotOf("US", 1)
 	counts.Add(slot, n)
-	e.view.SetShard(p, counts)
-	e.view.SetApplied(p, seq)
+	e.view.SetShard(p, 0, seq, counts)
 }
 
 func afterURL(region, token string) string {

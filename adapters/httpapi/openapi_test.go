@@ -366,7 +366,7 @@ func TestOpenAPIExamplesMatchTheRealHandlers(t *testing.T) {
 		slot, _ := catalog.SlotOf("US", mode)
 		counts.Add(slot, n)
 	}
-	e.view.SetShard(0, counts)
+	e.view.SetShard(0, 0, 0, counts)
 	streams := lobby.NewBroadcaster(e.view, lobby.DefaultBroadcastInterval)
 	streams.Start()
 	t.Cleanup(streams.Stop)

@@ -64,7 +64,7 @@ func TestOpsStatusReportsCountsIngestAndCluster(t *testing.T) {
 	counts := domain.NewCounts(e.view.Catalog())
 	slot, _ := e.view.Catalog().SlotOf("EU", 2)
 	counts.Add(slot, 3)
-	e.view.SetShard(1, counts)
+	e.view.SetShard(1, 0, 0, counts)
 
 	r := do(t, e.srv, newRequest(http.MethodGet, httpapi.PathOpsStatus, "", ""))
 	if r.status != http.StatusOK || r.header.Get("Content-Type") != "application/json" || r.header.Get("Cache-Control") != "no-store" {

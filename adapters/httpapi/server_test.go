@@ -581,7 +581,7 @@ func TestPopularGameModes(t *testing.T) {
 	add("EU", 1, 1000)
 	add("EU", 2, 2000)
 	add("EU", 3, 1000)
-	e.view.SetShard(0, counts)
+	e.view.SetShard(0, 0, 0, counts)
 	r = do(t, e.srv, newRequest(http.MethodGet, httpapi.PathPopular+"?region=EU", "", ""))
 	want := `{"region":"EU","game_modes":[{"game_mode":2,"player_count":2000},{"game_mode":1,"player_count":1000},{"game_mode":3,"player_count":1000}]}`
 	if r.status != http.StatusOK || string(r.body) != want {

@@ -72,7 +72,7 @@ func (e *streamEnv) set(counts map[string]map[int]int64) {
 			sh.Add(slot, n)
 		}
 	}
-	e.view.SetShard(0, sh)
+	e.view.SetShard(0, 0, 0, sh)
 }
 
 // get answers GET /api/v1/popular_game_modes over the socket.

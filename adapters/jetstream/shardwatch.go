@@ -12,19 +12,14 @@ import (
 
 // ShardSink receives count-shard changes (the lobby view).
 type ShardSink interface {
-	SetShard(partition int, counts domain.Counts)
-	// SetApplied follows SetShard with the shard's applied sequence: every
-	// event of the partition up to it is reflected in the counts just set.
-	SetApplied(partition int, appliedSeq uint64)
-	DeleteShard(partition int)
+	// SetShard replaces a partition's counts with those of its shard at
+	// counts-bucket revision rev, whose applied sequence is appliedSeq
+	// (every event of the partition up to it is reflected in the counts).
+	SetShard(partition int, rev, appliedSeq uint64, counts domain.Counts)
+	// DeleteShard removes a partition's counts (deleted at revision rev).
+	DeleteShard(partition int, rev uint64)
+	// MarkSynced records that every stored shard has been delivered.
 	MarkSynced()
-}
-
-// revisionSink is a ShardSink that also takes the counts-bucket revision
-// (stream sequence) of each change before the change (the lobby view: its
-// list versions then mean the same on every edge).
-type revisionSink interface {
-	ObserveRevision(rev uint64)
 }
 
 // ShardWatcher feeds every count-shard change of the counts bucket to a sink.
@@ -57,11 +52,8 @@ func (w *ShardWatcher) apply(c kvChange) {
 	if !ok {
 		return
 	}
-	if rs, ok := w.sink.(revisionSink); ok {
-		rs.ObserveRevision(c.Rev)
-	}
 	if c.Deleted {
-		w.sink.DeleteShard(p)
+		w.sink.DeleteShard(p, c.Rev)
 		return
 	}
 	h, counts, _, err := w.catalog.DecodeShard(c.Value)
@@ -69,8 +61,7 @@ func (w *ShardWatcher) apply(c kvChange) {
 		w.log.Warn("count shard unreadable", "key", c.Key, "err", err)
 		return
 	}
-	w.sink.SetShard(p, counts)
-	w.sink.SetApplied(p, h.AppliedSeq)
+	w.sink.SetShard(p, c.Rev, h.AppliedSeq, counts)
 }
 
 // Stop ends the watch.

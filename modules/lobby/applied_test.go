@@ -12,7 +12,7 @@ import (
 func TestWaitAppliedReturnsOnceTheShardAdvances(t *testing.T) {
 	v := NewView(domain.DefaultCatalog(), nil)
 	ctx := context.Background()
-	v.SetApplied(2, 10)
+	v.setApplied(2, 10)
 	for _, seq := range []uint64{1, 10} {
 		if err := v.WaitApplied(ctx, 2, seq); err != nil {
 			t.Fatalf("WaitApplied(2, %d) with applied 10: %v", seq, err)
@@ -31,10 +31,10 @@ func TestWaitAppliedReturnsOnceTheShardAdvances(t *testing.T) {
 		}()
 	}
 	// Advances short of 15, and of other partitions, release no one.
-	v.SetApplied(2, 12)
-	v.SetApplied(3, 99)
-	v.SetApplied(2, 14)
-	v.SetApplied(2, 15)
+	v.setApplied(2, 12)
+	v.setApplied(3, 99)
+	v.setApplied(2, 14)
+	v.setApplied(2, 15)
 	deadline := time.After(5 * time.Second)
 	for range waiters {
 		select {
@@ -50,7 +50,7 @@ func TestWaitAppliedReturnsOnceTheShardAdvances(t *testing.T) {
 
 func TestWaitAppliedEndsWithItsContext(t *testing.T) {
 	v := NewView(domain.DefaultCatalog(), nil)
-	v.SetApplied(0, 3)
+	v.setApplied(0, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if err := v.WaitApplied(ctx, 0, 4); !errors.Is(err, context.DeadlineExceeded) {
@@ -72,7 +72,7 @@ func TestWaitAppliedEndsWithItsContext(t *testing.T) {
 func TestWaitAppliedRefusesPartitionsOutsideTheStream(t *testing.T) {
 	v := NewView(domain.DefaultCatalog(), nil)
 	v.SetPartitions(8)
-	v.SetApplied(7, 1)
+	v.setApplied(7, 1)
 	if err := v.WaitApplied(context.Background(), 7, 1); err != nil {
 		t.Fatalf("partition 7 of 8: %v", err)
 	}
@@ -89,10 +89,31 @@ func TestSetAppliedFollowsTheShard(t *testing.T) {
 	if got := v.Applied(4); got != 0 {
 		t.Fatalf("applied before any shard: %d", got)
 	}
-	v.SetApplied(4, 100)
+	v.setApplied(4, 100)
 	// A shard rebuilt for a new stream starts again from low sequences.
-	v.SetApplied(4, 5)
+	v.setApplied(4, 5)
 	if got := v.Applied(4); got != 5 {
 		t.Fatalf("applied after the shard went back to 5: %d", got)
+	}
+}
+
+// TestSetShardWakesReadsWithItsCountsIn: a read woken by a shard's applied
+// sequence already sees that shard's counts.
+func TestSetShardWakesReadsWithItsCountsIn(t *testing.T) {
+	c := domain.DefaultCatalog()
+	v := NewView(c, nil)
+	seen := make(chan int64, 1)
+	go func() {
+		if err := v.WaitApplied(context.Background(), 3, 7); err != nil {
+			t.Error(err)
+		}
+		seen <- v.Count("US", 2)
+	}()
+	counts := domain.NewCounts(c)
+	slot, _ := c.SlotOf("US", 2)
+	counts.Add(slot, 9)
+	v.SetShard(3, 0, 7, counts)
+	if got := <-seen; got != 9 {
+		t.Fatalf("woken read saw %d players, want the shard's 9", got)
 	}
 }

@@ -58,7 +58,7 @@ func usList(counts ...int64) string {
 func TestBroadcasterSendsCurrentListThenEveryChangeInOrder(t *testing.T) {
 	c := domain.MustCatalog([]string{"US", "EU"}, []int{1, 2})
 	v := NewView(c, nil)
-	v.SetShard(0, shard(c, map[string]map[int]int64{"US": {1: 9}}))
+	v.SetShard(0, 0, 0, shard(c, map[string]map[int]int64{"US": {1: 9}}))
 	b := startBroadcaster(t, v, time.Millisecond)
 	s := subscribe(t, b, "US")
 	all := b.SubscribeAll()
@@ -73,7 +73,7 @@ func TestBroadcasterSendsCurrentListThenEveryChangeInOrder(t *testing.T) {
 		t.Fatalf("SubscribeAll second update %s %s", u.Region, u.List)
 	}
 	for i := int64(1); i <= 5; i++ {
-		v.SetShard(1, shard(c, map[string]map[int]int64{"US": {2: i}}))
+		v.SetShard(1, 0, 0, shard(c, map[string]map[int]int64{"US": {2: i}}))
 		want = append(want, usList(9, i))
 		got = append(got, next(t, s)) // lockstep: no change is coalesced
 		if u := next(t, all); u.Region != "US" || string(u.List) != want[len(want)-1] {
@@ -81,7 +81,7 @@ func TestBroadcasterSendsCurrentListThenEveryChangeInOrder(t *testing.T) {
 		}
 	}
 	// A change of another region reaches SubscribeAll only.
-	v.SetShard(1, shard(c, map[string]map[int]int64{"US": {2: 5}, "EU": {1: 1}}))
+	v.SetShard(1, 0, 0, shard(c, map[string]map[int]int64{"US": {2: 5}, "EU": {1: 1}}))
 	if u := next(t, all); u.Region != "EU" || string(u.List) != `{"region":"EU","game_modes":[{"game_mode":1,"player_count":1}]}` {
 		t.Fatalf("SubscribeAll EU change: %s %s", u.Region, u.List)
 	}
@@ -105,7 +105,7 @@ func TestBroadcasterBurstEndsWithTheLatestListAndNeverGoesBack(t *testing.T) {
 	s := subscribe(t, b, "US")
 	const n = 500
 	for i := int64(1); i <= n; i++ {
-		v.SetShard(0, shard(c, map[string]map[int]int64{"US": {1: i}}))
+		v.SetShard(0, 0, 0, shard(c, map[string]map[int]int64{"US": {1: i}}))
 	}
 	final := usList(n)
 	var got []Update
@@ -132,7 +132,7 @@ func TestBroadcasterSlowSubscriberKeepsOnlyTheLatestList(t *testing.T) {
 	fast := subscribe(t, b, "US")
 	next(t, fast)
 	for i := int64(1); i <= 200; i++ {
-		v.SetShard(0, shard(c, map[string]map[int]int64{"US": {1: i}}))
+		v.SetShard(0, 0, 0, shard(c, map[string]map[int]int64{"US": {1: i}}))
 		if u := next(t, fast); string(u.List) != usList(i) {
 			t.Fatalf("fast subscriber after change %d: %s", i, u.List)
 		}
@@ -149,11 +149,9 @@ func TestBroadcasterSlowSubscriberKeepsOnlyTheLatestList(t *testing.T) {
 func TestBroadcasterVersionsFollowObservedRevisions(t *testing.T) {
 	c := domain.MustCatalog([]string{"US", "EU"}, []int{1})
 	v := NewView(c, nil)
-	v.ObserveRevision(40)
-	v.SetShard(0, shard(c, map[string]map[int]int64{"US": {1: 1}}))
-	v.ObserveRevision(41)
-	v.SetShard(1, shard(c, map[string]map[int]int64{"EU": {1: 1}}))
-	v.SetShard(1, shard(c, map[string]map[int]int64{"EU": {1: 2}})) // no revision: counted on
+	v.SetShard(0, 40, 0, shard(c, map[string]map[int]int64{"US": {1: 1}}))
+	v.SetShard(1, 41, 0, shard(c, map[string]map[int]int64{"EU": {1: 1}}))
+	v.SetShard(1, 0, 0, shard(c, map[string]map[int]int64{"EU": {1: 2}})) // no revision: counted on
 	if got := v.Versions(nil); fmt.Sprint(got) != "[40 42]" {
 		t.Fatalf("versions %v, want [40 42]", got)
 	}

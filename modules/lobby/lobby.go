@@ -41,8 +41,8 @@ type View struct {
 	appliedWake map[int]chan struct{}
 	partitions  atomic.Int64 // the stream's partition count; 0: unknown
 	// versions holds per region index the version of its list (see
-	// Snapshot); rev is the highest counts-bucket revision observed (see
-	// ObserveRevision). Both are guarded by mu.
+	// Snapshot); rev is the highest counts-bucket revision of a shard
+	// change (see SetShard). Both are guarded by mu.
 	versions []uint64
 	rev      uint64
 }
@@ -76,19 +76,29 @@ func NewView(catalog *domain.Catalog, reg prometheus.Registerer) *View {
 	return v
 }
 
-// SetShard replaces a partition's counts (the view keeps counts; do not
-// modify them afterwards).
-func (v *View) SetShard(partition int, counts domain.Counts) {
+// SetShard replaces a partition's counts with those of its count shard
+// (the view keeps counts; do not modify them afterwards). rev is the
+// counts-bucket revision of the shard: a region it changes gets a list
+// version of at least rev, so that a version means "the list as of that
+// revision" on every edge (0: versions only count this view's changes).
+// appliedSeq is the shard's applied sequence: every event of the partition
+// up to it is reflected once SetShard returns, and the reads waiting for it
+// are woken (see WaitApplied).
+func (v *View) SetShard(partition int, rev, appliedSeq uint64, counts domain.Counts) {
 	v.mu.Lock()
+	v.rev = max(v.rev, rev)
 	old, had := v.shards[partition]
 	v.shards[partition] = counts
 	v.applyDiff(old, had, counts, true)
 	v.mu.Unlock()
+	v.setApplied(partition, appliedSeq)
 }
 
-// DeleteShard removes a partition's counts (its shard was deleted).
-func (v *View) DeleteShard(partition int) {
+// DeleteShard removes a partition's counts (its shard was deleted at
+// counts-bucket revision rev, see SetShard).
+func (v *View) DeleteShard(partition int, rev uint64) {
 	v.mu.Lock()
+	v.rev = max(v.rev, rev)
 	if old, had := v.shards[partition]; had {
 		delete(v.shards, partition)
 		v.applyDiff(old, true, domain.Counts{}, false)
@@ -202,12 +212,11 @@ func (v *View) Changed() <-chan struct{} {
 // WaitApplied then refuses a partition outside it.
 func (v *View) SetPartitions(n int) { v.partitions.Store(int64(n)) }
 
-// SetApplied records a partition's applied sequence, read from the count
-// shard just given to SetShard: every event of the partition up to seq is
-// reflected in the view. It wakes the reads waiting on the partition. The
-// sequence is taken as the shard says, so a shard rebuilt for a new stream
-// may lower it.
-func (v *View) SetApplied(partition int, seq uint64) {
+// setApplied records a partition's applied sequence, read from the count
+// shard just set: every event of the partition up to seq is reflected in
+// the view. It wakes the reads waiting on the partition. The sequence is
+// taken as the shard says, so a shard rebuilt for a new stream may lower it.
+func (v *View) setApplied(partition int, seq uint64) {
 	v.appliedMu.Lock()
 	defer v.appliedMu.Unlock()
 	v.initApplied()
@@ -267,18 +276,6 @@ func (v *View) WaitApplied(ctx context.Context, partition int, seq uint64) error
 			return ctx.Err()
 		}
 	}
-}
-
-// ObserveRevision records that the shard changes that follow come from
-// revision rev (the stream sequence) of the counts bucket: a region they
-// change gets a version of at least rev. Every edge follows the same
-// bucket, so a version then means "the list as of that revision" on any
-// edge, and versions stay comparable when a client moves to another edge.
-// Without it, versions simply count the changes of this view.
-func (v *View) ObserveRevision(rev uint64) {
-	v.mu.Lock()
-	v.rev = max(v.rev, rev)
-	v.mu.Unlock()
 }
 
 // Snapshot returns the encoded lobby list of region index r (the answer of

@@ -27,22 +27,22 @@ func TestViewSumsShardsAndRanks(t *testing.T) {
 		t.Fatalf("empty view: %s", got)
 	}
 	changed := v.Changed()
-	v.SetShard(0, shard(c, map[string]map[int]int64{"US": {1: 5, 2: 7}}))
+	v.SetShard(0, 0, 0, shard(c, map[string]map[int]int64{"US": {1: 5, 2: 7}}))
 	select {
 	case <-changed:
 	default:
 		t.Fatal("no change signalled")
 	}
-	v.SetShard(1, shard(c, map[string]map[int]int64{"US": {1: 3, 3: 8}, "EU": {2: 1}}))
+	v.SetShard(1, 0, 0, shard(c, map[string]map[int]int64{"US": {1: 3, 3: 8}, "EU": {2: 1}}))
 	if got, _ := v.Popular("US"); string(got) != `{"region":"US","game_modes":[{"game_mode":1,"player_count":8},{"game_mode":3,"player_count":8},{"game_mode":2,"player_count":7}]}` {
 		t.Fatalf("US: %s", got)
 	}
 	// A shard is replaced, not added: absolute counts.
-	v.SetShard(1, shard(c, map[string]map[int]int64{"US": {1: 1}}))
+	v.SetShard(1, 0, 0, shard(c, map[string]map[int]int64{"US": {1: 1}}))
 	if v.Count("US", 1) != 6 || v.Count("US", 3) != 0 || v.Count("EU", 2) != 0 {
 		t.Fatalf("after replacing shard 1: US1=%d US3=%d EU2=%d", v.Count("US", 1), v.Count("US", 3), v.Count("EU", 2))
 	}
-	v.DeleteShard(0)
+	v.DeleteShard(0, 0)
 	if got, _ := v.Popular("US"); string(got) != `{"region":"US","game_modes":[{"game_mode":1,"player_count":1}]}` {
 		t.Fatalf("after deleting shard 0: %s", got)
 	}

@@ -91,7 +91,7 @@ func TestStatusCarriesCountsTotalsAndIngestCounters(t *testing.T) {
 	eu3, _ := f.view.Catalog().SlotOf("EU", 3)
 	counts.Add(us1, 5)
 	counts.Add(eu3, 2)
-	f.view.SetShard(0, counts)
+	f.view.SetShard(0, 0, 0, counts)
 	f.view.MarkSynced()
 	f.metrics.Accepted.WithLabelValues(ingest.SourceHTTP).Add(7)
 	f.metrics.Accepted.WithLabelValues(ingest.SourceNATS).Add(3)

@@ -476,7 +476,7 @@ func TestPermissions(t *testing.T) {
 		startPublisher := func(member string) (*jsadapter.PopularPublisher, func()) {
 			edge := connect(t, ns, "edge")
 			view := lobby.NewView(domain.DefaultCatalog(), nil)
-			view.SetShard(0, shardCounts)
+			view.SetShard(0, 0, 0, shardCounts)
 			view.MarkSynced()
 			b := lobby.NewBroadcaster(view, 0)
 			b.Start()
@@ -773,7 +773,7 @@ func newShardSink() *shardSink {
 	return &shardSink{shards: map[int]domain.Counts{}, changed: make(chan struct{}, 1)}
 }
 
-func (s *shardSink) SetShard(p int, sh domain.Counts) {
+func (s *shardSink) SetShard(p int, _, _ uint64, sh domain.Counts) {
 	s.mu.Lock()
 	s.shards[p] = sh
 	s.mu.Unlock()
@@ -782,9 +782,8 @@ func (s *shardSink) SetShard(p int, sh domain.Counts) {
 	default:
 	}
 }
-func (s *shardSink) DeleteShard(p int)      { s.mu.Lock(); delete(s.shards, p); s.mu.Unlock() }
-func (s *shardSink) SetApplied(int, uint64) {}
-func (s *shardSink) MarkSynced()            {}
+func (s *shardSink) DeleteShard(p int, _ uint64) { s.mu.Lock(); delete(s.shards, p); s.mu.Unlock() }
+func (s *shardSink) MarkSynced()                 {}
 
 func (s *shardSink) waitShard(t *testing.T, p int, us1 int64) {
 	t.Helper()
