@@ -222,7 +222,7 @@ func (s *PartitionStore) watchPlayers(r *loadRequest) error {
 				return nil
 			}
 			// Clone the token: a substring would keep the whole received subject alive.
-			r.add(partition.StoredPlayer{Token: strings.Clone(e.Key()[prefix:]), Rev: e.Revision(), Value: e.Value(), Written: e.Created()})
+			r.add(partition.StoredPlayer{Token: strings.Clone(e.Key()[prefix:]), Value: e.Value(), Written: e.Created()})
 		case <-ctx.Done():
 			return fmt.Errorf("watch players: %w", ctx.Err())
 		}
@@ -296,7 +296,7 @@ func (s *PartitionStore) scan(ctx context.Context, reqs []*loadRequest) error {
 			if p, err := strconv.Atoi(key[:dot]); err == nil {
 				if r := byPartition[p]; r != nil && !isDeletion(m.Headers()) {
 					// Clone the token: a substring would keep the whole received subject alive.
-					r.add(partition.StoredPlayer{Token: strings.Clone(key[dot+1:]), Rev: md.Sequence.Stream, Value: m.Data(), Written: md.Timestamp})
+					r.add(partition.StoredPlayer{Token: strings.Clone(key[dot+1:]), Value: m.Data(), Written: md.Timestamp})
 				}
 			}
 		}

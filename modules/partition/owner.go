@@ -37,8 +37,6 @@ var ErrFenced = errors.New("partition fenced: another owner claimed it")
 // StoredPlayer is one player key as loaded.
 type StoredPlayer struct {
 	Token string
-	// Rev is the key's revision (its sequence in the players stream).
-	Rev   uint64
 	Value []byte
 	// Written is when the key was last written (the server's time).
 	Written time.Time
@@ -102,11 +100,6 @@ type OwnerConfig struct {
 	MaxQueued int
 	// DrainTimeout bounds the wait for in-flight writes at shutdown.
 	DrainTimeout time.Duration
-	// LoadConcurrency bounds how many owners of one worker claim and load
-	// their partition at once; 0, the default, is no bound: the store reads
-	// the players of partitions loaded together in one pass and bounds its
-	// own reads.
-	LoadConcurrency int
 	// FlushInterval is the least time between two count-shard writes of a
 	// partition (default 5ms): an idle partition writes a change at once,
 	// a busy one at most this often, so readers decode fewer shards.
@@ -163,7 +156,6 @@ type Owner struct {
 	wheel map[int64][]string
 
 	pendingGauge prometheus.Gauge // this partition's consumer_pending child
-	loadGate     chan struct{}    // shared by a worker's owners, nil for none
 	inbox        chan func()
 	events       chan EventMsg
 	done         chan struct{}
@@ -210,29 +202,15 @@ func (o *Owner) post(f func()) {
 // Owner, which reloads.
 func (o *Owner) Run(ctx context.Context) error {
 	defer close(o.done)
-	if o.loadGate != nil {
-		select {
-		case o.loadGate <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
-	}
 	started := o.now()
 	fence, err := o.store.Claim(ctx, o.p, o.cfg.OwnerID)
 	if err != nil {
-		if o.loadGate != nil {
-			<-o.loadGate
-		}
 		return fmt.Errorf("claim partition %d: %w", o.p, err)
 	}
 	o.fence = fence
 	// Loading after the claim sees every write a previous owner made: none
 	// of its writes can land after the fence.
-	err = o.load(ctx)
-	if o.loadGate != nil {
-		<-o.loadGate
-	}
-	if err != nil {
+	if err := o.load(ctx); err != nil {
 		return err
 	}
 	o.metrics.loadSeconds.Observe(o.now().Sub(started).Seconds())

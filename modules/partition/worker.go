@@ -23,8 +23,6 @@ type Worker struct {
 	metrics *Metrics
 	log     *slog.Logger
 
-	loadGate chan struct{} // bounds concurrent partition loads; nil for no bound
-
 	mu      sync.Mutex
 	running map[int]*run
 	closed  bool
@@ -37,12 +35,8 @@ type run struct {
 
 // NewWorker returns a worker owning no partition yet.
 func NewWorker(cfg OwnerConfig, catalog *domain.Catalog, store Store, feed Feed, metrics *Metrics, log *slog.Logger) *Worker {
-	w := &Worker{cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics, log: log,
+	return &Worker{cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics, log: log,
 		running: map[int]*run{}}
-	if cfg.LoadConcurrency > 0 {
-		w.loadGate = make(chan struct{}, cfg.LoadConcurrency)
-	}
-	return w
 }
 
 // Ensure runs owners for exactly ps: missing ones start, others are asked
@@ -127,7 +121,6 @@ func (w *Worker) supervise(ctx context.Context, p int, r *run) {
 	backoff := 100 * time.Millisecond
 	for {
 		o := NewOwner(p, w.cfg, w.catalog, w.store, w.feed, w.metrics, w.log)
-		o.loadGate = w.loadGate
 		err := o.Run(ctx)
 		if ctx.Err() != nil {
 			if err != nil {
