@@ -90,9 +90,17 @@ func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
 // player key at once when it starts (millions of deletions and markers with
 // a large population) and answers nothing else meanwhile: measured with 10
 // million players, longer than a single attempt.
+//
+// A server without JetStream, or a cluster without a meta leader, answers
+// "no responders" at once: attempts start at least ensurePause apart, so
+// that such a server is not asked (and the wait logged) in a busy loop.
+// ensureSleep is that pause; tests hold it to choose what the server does
+// between two attempts.
 var (
 	ensureAttempt = 30 * time.Second
 	ensureWait    = 15 * time.Minute
+	ensurePause   = time.Second
+	ensureSleep   = time.Sleep
 )
 
 // ensureTopology creates or checks the stream and buckets, asking again
@@ -100,6 +108,7 @@ var (
 func ensureTopology(js jetstream.JetStream, c topology.Config, log *slog.Logger) (topology.Topology, error) {
 	deadline := time.Now().Add(ensureWait)
 	for attempt := 1; ; attempt++ {
+		began := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), ensureAttempt)
 		topo, err := topology.Ensure(ctx, js, c)
 		cancel()
@@ -113,8 +122,11 @@ func ensureTopology(js jetstream.JetStream, c topology.Config, log *slog.Logger)
 		if time.Now().After(deadline) {
 			return topology.Topology{}, fmt.Errorf("NATS did not answer the topology requests for %v: %w", ensureWait, err)
 		}
-		log.Warn("NATS did not answer the topology requests in time; asking again (after an outage longer than the player TTL the server expires every player at start, which takes minutes with millions of players)",
+		log.Warn("NATS JetStream did not answer the topology requests (no responders or timed out); asking again (after an outage longer than the player TTL the server expires every player at start, which takes minutes with millions of players)",
 			"attempt", attempt, "err", err)
+		if rest := ensurePause - time.Since(began); rest > 0 {
+			ensureSleep(rest)
+		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -51,13 +50,22 @@ func serverWithoutJetStream(t *testing.T) (*server.Server, jetstream.JetStream) 
 }
 
 // TestEnsureTopologyAsksAgainUntilJetStreamAnswers: a server whose
-// JetStream does not answer yet (here: not enabled at first) is asked again
-// until it does, instead of the process giving up at the first attempt; a
-// server that never answers is given up after the wait.
+// JetStream does not answer yet (here: not enabled at first) is asked again,
+// after a pause, until it does, instead of the process giving up at the
+// first attempt; a server that never answers is given up after the wait.
 func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
-	attempt, wait := ensureAttempt, ensureWait
-	t.Cleanup(func() { ensureAttempt, ensureWait = attempt, wait })
+	attempt, wait, sleep := ensureAttempt, ensureWait, ensureSleep
+	t.Cleanup(func() { ensureAttempt, ensureWait, ensureSleep = attempt, wait, sleep })
 	ensureAttempt, ensureWait = 200*time.Millisecond, time.Minute
+
+	// The pause after a failed attempt tells the test and waits for it, so
+	// JetStream is enabled between two attempts, never during one (a stream
+	// created while nats-server enables JetStream fails with a store error).
+	paused, resume := make(chan time.Duration), make(chan struct{})
+	ensureSleep = func(d time.Duration) {
+		paused <- d
+		<-resume
+	}
 
 	ns, js := serverWithoutJetStream(t)
 	logs := &warnLog{}
@@ -70,17 +78,24 @@ func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
 		topo, err = ensureTopology(js, topology.Config{Partitions: 4}, log)
 		done <- err
 	}()
-	// Enable JetStream once the first attempt has failed and been logged.
-	deadline := time.Now().Add(20 * time.Second)
-	for logs.count() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no failed attempt logged")
-		}
-		time.Sleep(10 * time.Millisecond)
+	var d time.Duration
+	select {
+	case d = <-paused:
+	case err := <-done:
+		t.Fatalf("ensure returned %v before JetStream was enabled, want it to wait", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no failed attempt")
+	}
+	if d <= 0 || d > ensurePause {
+		t.Fatalf("pause after a failed attempt %v, want within (0, %v]", d, ensurePause)
+	}
+	if n := logs.count(); n != 1 {
+		t.Fatalf("%d warnings after the first failed attempt, want 1", n)
 	}
 	if err := ns.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
+	close(resume)
 	if err := <-done; err != nil {
 		t.Fatalf("ensure after JetStream came up: %v", err)
 	}
@@ -88,10 +103,18 @@ func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
 		t.Fatalf("topology %+v", topo)
 	}
 
-	// A server that never answers is given up after ensureWait.
-	ensureWait = 500 * time.Millisecond
+	// A server that never answers is given up after ensureWait, asked at
+	// most once per ensurePause meanwhile.
+	ensureWait, ensureSleep = 500*time.Millisecond, time.Sleep
+	ensurePauseWas := ensurePause
+	t.Cleanup(func() { ensurePause = ensurePauseWas })
+	ensurePause = 100 * time.Millisecond
 	_, qjs := serverWithoutJetStream(t)
-	if _, err := ensureTopology(qjs, topology.Config{Partitions: 4}, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "did not answer") {
+	quiet := &warnLog{}
+	if _, err := ensureTopology(qjs, topology.Config{Partitions: 4}, slog.New(slog.NewTextHandler(quiet, nil))); err == nil || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("ensure against a server without JetStream: %v, want gave up", err)
+	}
+	if n := quiet.count(); n < 1 || n > 7 {
+		t.Fatalf("%d attempts logged in 500 ms with a 100 ms pause, want 1 to 7 (no busy loop)", n)
 	}
 }
