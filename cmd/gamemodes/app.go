@@ -92,10 +92,12 @@ func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
 // million players, longer than a single attempt.
 //
 // A server without JetStream, or a cluster without a meta leader, answers
-// "no responders" at once: attempts start at least ensurePause apart, so
-// that such a server is not asked (and the wait logged) in a busy loop.
-// ensureSleep is that pause; tests hold it to choose what the server does
-// between two attempts.
+// "no responders" at once, and a cluster whose nodes have not all joined yet
+// (or has one down) cannot place a replicated stream: such an attempt fails
+// at once, so attempts start ensurePause apart, doubling up to 15 s, and the
+// wait is logged at each attempt instead of in a busy loop. ensureSleep is
+// that pause; tests hold it to choose what the server does between two
+// attempts.
 var (
 	ensureAttempt = 30 * time.Second
 	ensureWait    = 15 * time.Minute
@@ -103,10 +105,13 @@ var (
 	ensureSleep   = time.Sleep
 )
 
+const ensurePauseMax = 15 * time.Second
+
 // ensureTopology creates or checks the stream and buckets, asking again
-// while the server does not answer in time.
+// while JetStream does not answer in time or cannot place them yet.
 func ensureTopology(js jetstream.JetStream, c topology.Config, log *slog.Logger) (topology.Topology, error) {
 	deadline := time.Now().Add(ensureWait)
+	pause := ensurePause
 	for attempt := 1; ; attempt++ {
 		began := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), ensureAttempt)
@@ -115,19 +120,42 @@ func ensureTopology(js jetstream.JetStream, c topology.Config, log *slog.Logger)
 		if err == nil {
 			return topo, nil
 		}
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrNoResponders) &&
-			!errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		if !jetStreamNotReady(err) {
 			return topology.Topology{}, err
 		}
 		if time.Now().After(deadline) {
-			return topology.Topology{}, fmt.Errorf("NATS did not answer the topology requests for %v: %w", ensureWait, err)
+			return topology.Topology{}, fmt.Errorf("NATS JetStream did not answer the topology requests, or could not place them, for %v: %w", ensureWait, err)
 		}
-		log.Warn("NATS JetStream did not answer the topology requests (no responders or timed out); asking again (after an outage longer than the player TTL the server expires every player at start, which takes minutes with millions of players)",
+		log.Warn("NATS JetStream is not ready for the topology requests (no responders, timed out, or the cluster cannot place the replicas yet); asking again (after an outage longer than the player TTL the server expires every player at start, which takes minutes with millions of players)",
 			"attempt", attempt, "err", err)
-		if rest := ensurePause - time.Since(began); rest > 0 {
+		if rest := pause - time.Since(began); rest > 0 {
 			ensureSleep(rest)
 		}
+		pause = min(2*pause, ensurePauseMax)
 	}
+}
+
+// jetStreamNotReady tells the errors of a JetStream that is starting,
+// recovering or still forming its cluster, which a later attempt may not
+// meet, from the errors that will not go away (a configuration the server
+// refuses, a permission, a bucket that differs).
+func jetStreamNotReady(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return true
+	}
+	var api *jetstream.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	switch api.ErrorCode {
+	case 10005, // JSClusterNoPeersErrF: no suitable peers for placement (a peer offline or not joined yet)
+		10008, // JSClusterNotAvailErr: JetStream system temporarily unavailable
+		10009, // JSClusterNotLeaderErr: no meta leader to handle the request yet
+		10004: // JSClusterIncompleteErr: incomplete results
+		return true
+	}
+	return false
 }
 
 func connectNATS(url, name, user, password string, log *slog.Logger) (*nats.Conn, error) {

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -10,6 +14,7 @@ import (
 	"github.com/gamemodes/gamemodes/nats/natstest"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -116,5 +121,53 @@ func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
 	}
 	if n := quiet.count(); n < 1 || n > 7 {
 		t.Fatalf("%d attempts logged in 500 ms with a 100 ms pause, want 1 to 7 (no busy loop)", n)
+	}
+}
+
+// TestEnsureTopologyGivesUpAtOnceOnARefusal: a configuration the server
+// refuses, and will refuse again (three replicas on a server that is not
+// in a cluster), ends the wait at once with the server's answer.
+func TestEnsureTopologyGivesUpAtOnceOnARefusal(t *testing.T) {
+	sleep := ensureSleep
+	t.Cleanup(func() { ensureSleep = sleep })
+	ensureSleep = func(time.Duration) { t.Error("a refused configuration was asked again") }
+	single := natstest.RunServer(t)
+	_, js := natstest.Connect(t, single.ClientURL())
+	_, err := ensureTopology(js, topology.Config{Partitions: 4, Replicas: 3, PlayerTTL: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var api *jetstream.APIError
+	if !errors.As(err, &api) || api.ErrorCode != 10074 {
+		t.Fatalf("three replicas on a single server: %v, want the server's refusal (10074) at once", err)
+	}
+}
+
+// TestJetStreamNotReady: the answers of a JetStream that is starting or
+// forming its cluster are waited out; refusals that will not go away are not.
+// The API errors are the ones nats-server sends (codes from its errors.json;
+// the placement one as seen while a test cluster was forming).
+func TestJetStreamNotReady(t *testing.T) {
+	apiErr := func(code int, errCode jetstream.ErrorCode, desc string) error {
+		return fmt.Errorf("create events stream: %w", &jetstream.APIError{Code: code, ErrorCode: errCode, Description: desc})
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"attempt timed out", fmt.Errorf("ensure topology: %w", context.DeadlineExceeded), true},
+		{"request timed out", nats.ErrTimeout, true},
+		{"no responders", fmt.Errorf("ensure bucket: %w", nats.ErrNoResponders), true},
+		{"JetStream not enabled", jetstream.ErrJetStreamNotEnabled, true},
+		{"placement while the cluster forms", apiErr(400, 10005, "no suitable peers for placement, peer offline"), true},
+		{"temporarily unavailable", apiErr(503, 10008, "JetStream system temporarily unavailable"), true},
+		{"no meta leader", apiErr(500, 10009, "JetStream cluster can not handle request"), true},
+		{"replicas on a single server", apiErr(500, 10074, "replicas > 1 not supported in non-clustered mode"), false},
+		{"insufficient resources", apiErr(503, 10023, "insufficient resources"), false},
+		{"stream differs", apiErr(400, 10058, "stream name already in use with a different configuration"), false},
+		{"not enabled for the account", jetstream.ErrJetStreamNotEnabledForAccount, false},
+		{"permission", errors.New("nats: permissions violation for publish to \"$JS.API.STREAM.CREATE.GAMEMODES_EVENTS\""), false},
+	} {
+		if got := jetStreamNotReady(tc.err); got != tc.want {
+			t.Errorf("%s (%v): not ready %v, want %v", tc.name, tc.err, got, tc.want)
+		}
 	}
 }

@@ -135,19 +135,27 @@ func (c *Cluster) start(o *server.Options) *server.Server {
 	return ns
 }
 
-// WaitJetStreamReady waits until the cluster has a JetStream meta leader.
+// WaitJetStreamReady waits until the cluster has a JetStream meta leader
+// that sees every running node as an online JetStream peer: before that, a
+// replicated stream cannot be placed ("no suitable peers for placement").
 func (c *Cluster) WaitJetStreamReady() {
 	c.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
+		running := 0
 		for _, s := range c.Servers {
-			if s != nil && s.Running() && s.JetStreamIsLeader() {
+			if s != nil && s.Running() {
+				running++
+			}
+		}
+		for _, s := range c.Servers {
+			if s != nil && s.Running() && s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == running {
 				return
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatalf("no JetStream meta leader")
+	c.t.Fatalf("no JetStream meta leader seeing every running node")
 }
 
 // URLs returns the client URLs of the running nodes, comma separated.
