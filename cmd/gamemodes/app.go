@@ -93,7 +93,7 @@ func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
 //
 // A server without JetStream, or a cluster without a meta leader, answers
 // "no responders" at once, and a cluster whose nodes have not all joined yet
-// (or has one down) cannot place a replicated stream: such an attempt fails
+// cannot place a replicated stream: such an attempt fails
 // at once, so attempts start ensurePause apart, doubling up to 15 s, and the
 // wait is logged at each attempt instead of in a busy loop. ensureSleep is
 // that pause; tests hold it to choose what the server does between two

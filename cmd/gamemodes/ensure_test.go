@@ -59,8 +59,8 @@ func serverWithoutJetStream(t *testing.T) (*server.Server, jetstream.JetStream) 
 // after a pause, until it does, instead of the process giving up at the
 // first attempt; a server that never answers is given up after the wait.
 func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
-	attempt, wait, sleep := ensureAttempt, ensureWait, ensureSleep
-	t.Cleanup(func() { ensureAttempt, ensureWait, ensureSleep = attempt, wait, sleep })
+	attempt, wait, pause, sleep := ensureAttempt, ensureWait, ensurePause, ensureSleep
+	t.Cleanup(func() { ensureAttempt, ensureWait, ensurePause, ensureSleep = attempt, wait, pause, sleep })
 	ensureAttempt, ensureWait = 200*time.Millisecond, time.Minute
 
 	// The pause after a failed attempt tells the test and waits for it, so
@@ -110,10 +110,7 @@ func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
 
 	// A server that never answers is given up after ensureWait, asked at
 	// most once per ensurePause meanwhile.
-	ensureWait, ensureSleep = 500*time.Millisecond, time.Sleep
-	ensurePauseWas := ensurePause
-	t.Cleanup(func() { ensurePause = ensurePauseWas })
-	ensurePause = 100 * time.Millisecond
+	ensureWait, ensurePause, ensureSleep = 500*time.Millisecond, 100*time.Millisecond, time.Sleep
 	_, qjs := serverWithoutJetStream(t)
 	quiet := &warnLog{}
 	if _, err := ensureTopology(qjs, topology.Config{Partitions: 4}, slog.New(slog.NewTextHandler(quiet, nil))); err == nil || !strings.Contains(err.Error(), "did not answer") {
