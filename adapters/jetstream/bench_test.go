@@ -1,11 +1,13 @@
 package jetstream_test
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"testing"
 	"time"
 
+	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/nats/natstest"
 	"github.com/gamemodes/gamemodes/nats/topology"
@@ -17,9 +19,26 @@ import (
 // flush. b.N events over 100,000 players are stored first; the clock runs
 // from the worker's start until every partition's shard records the last
 // event as applied.
-func BenchmarkWorkerApply(b *testing.B) {
+func BenchmarkWorkerApply(b *testing.B) { benchWorkerApply(b) }
+
+// BenchmarkWorkerApplyAtomicBatches is BenchmarkWorkerApply with the
+// player writes sent as fenced atomic batches, as on a replicated bucket,
+// on the same single node: the comparison that chose single writes there.
+func BenchmarkWorkerApplyAtomicBatches(b *testing.B) {
+	benchWorkerApply(b, jsadapter.WithAtomicBatches(true))
+}
+
+func benchWorkerApply(b *testing.B, opts ...jsadapter.PartitionStoreOption) {
 	ns := natstest.RunServer(b)
 	s := newStack(b, ns.ClientURL(), time.Hour, topology.DefaultPartitions)
+	if len(opts) > 0 {
+		store, err := jsadapter.NewPartitionStore(context.Background(), s.js, opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(store.Close)
+		s.store = store
+	}
 	js := s.js
 	futures := make([]jetstream.PubAckFuture, 0, b.N)
 	partitions := make([]int, 0, b.N)

@@ -56,7 +56,7 @@ func startMember(t *testing.T, s *stack, url, id string) *member {
 	}
 	reg := prometheus.NewRegistry()
 	metrics := partition.NewMetrics(reg, ingest.NewMetrics(reg))
-	w := partition.NewWorker(partition.OwnerConfig{OwnerID: id, Partitions: s.topo.Partitions, PlayerTTL: s.topo.PlayerTTL, MaxInflight: store.MaxInflightWrites()},
+	w := partition.NewWorker(partition.OwnerConfig{OwnerID: id, Partitions: s.topo.Partitions, PlayerTTL: s.topo.PlayerTTL, Writes: store.PlayerWriteLimits()},
 		s.catalog, store, jsadapter.NewSharedPartitionFeed(js, s.topo.Partitions), metrics, testLog(id))
 	a := partition.NewAssigner(id, s.topo.Partitions, s.topo.LeaseTTL, coord, w, testLog(id))
 	a.Start()
@@ -208,18 +208,12 @@ func TestWorkersShareFailOverAndRebalance(t *testing.T) {
 	s.waitCounts(want, 15*time.Second)
 }
 
+// TestClusterFailoverKeepsCountsExact stops the events stream's leader,
+// makes the players stream change leader with batches in flight and cuts a
+// worker, under load: the lobby and the stored players end equal to the
+// ground truth.
 func TestClusterFailoverKeepsCountsExact(t *testing.T) {
-	if testing.Short() {
-		t.Skip("3-node cluster test")
-	}
-	c := natstest.RunCluster(t, 3)
-	_, js := natstest.Connect(t, c.URLs())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := topology.Ensure(ctx, js, topology.Config{Partitions: 16, Replicas: 3, PlayerTTL: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	s := newStack(t, c.URLs(), time.Hour, 16)
+	c, s := replicatedStack(t, 16)
 	w1 := startMember(t, s, c.Servers[0].ClientURL()+","+c.URLs(), "w1")
 	w2 := startMember(t, s, c.Servers[1].ClientURL()+","+c.URLs(), "w2")
 	w3 := startMember(t, s, c.Servers[2].ClientURL()+","+c.URLs(), "w3")
@@ -241,6 +235,14 @@ func TestClusterFailoverKeepsCountsExact(t *testing.T) {
 	if !l.waitSent(before+300, 30*time.Second) {
 		t.Fatal("publishing did not resume after the leader stopped")
 	}
+	// The players stream changes leader while batches are in flight.
+	stepDown(t, s.js, topology.PlayersStream)
+	l.mu.Lock()
+	before = l.sent
+	l.mu.Unlock()
+	if !l.waitSent(before+300, 30*time.Second) {
+		t.Fatal("publishing stalled after the players stream changed leader")
+	}
 	// Cut a worker whose preferred node is still up.
 	victim := w1
 	if leader != 1 {
@@ -260,6 +262,7 @@ func TestClusterFailoverKeepsCountsExact(t *testing.T) {
 	want, sent := l.finish()
 	t.Logf("%d events acknowledged during the test", sent)
 	s.waitCounts(want, 30*time.Second)
+	s.waitStoredPlayers(l.truth, 30*time.Second)
 	c.Restart(leader)
 }
 

@@ -76,7 +76,7 @@ func newStack(t testing.TB, url string, ttl time.Duration, partitions int) *stac
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func (s *stack) ownerConfig(id string) partition.OwnerConfig {
-	return partition.OwnerConfig{OwnerID: id, Partitions: s.topo.Partitions, PlayerTTL: s.topo.PlayerTTL}
+	return partition.OwnerConfig{OwnerID: id, Partitions: s.topo.Partitions, PlayerTTL: s.topo.PlayerTTL, Writes: s.store.PlayerWriteLimits()}
 }
 
 // startWorker runs owners of every partition until the test ends or stop is called.
@@ -468,8 +468,8 @@ func (r *recordingStore) record(into *uint64, done func(uint64, error)) func(uin
 	}
 }
 
-func (r *recordingStore) WritePlayer(p int, token string, value []byte, fence uint64, done func(uint64, error)) {
-	r.Store.WritePlayer(p, token, value, fence, r.record(&r.maxPlayer, done))
+func (r *recordingStore) WritePlayers(p int, batch []partition.PlayerWrite, fence uint64, done func(uint64, error)) {
+	r.Store.WritePlayers(p, batch, fence, r.record(&r.maxPlayer, done))
 }
 
 func (r *recordingStore) WriteShard(p int, value []byte, rev uint64, done func(uint64, error)) {

@@ -276,7 +276,7 @@ var workerModule = fx.Module("worker",
 		log = log.With("component", "worker")
 		w := partition.NewWorker(partition.OwnerConfig{
 			OwnerID: cfg.InstanceID, Partitions: n.Topology.Partitions, PlayerTTL: n.Topology.PlayerTTL,
-			MaxInflight: store.MaxInflightWrites(), FlushInterval: cfg.FlushEvery,
+			Writes: store.PlayerWriteLimits(), FlushInterval: cfg.FlushEvery,
 		}, catalog, store, jsadapter.NewSharedPartitionFeed(n.JS, n.Topology.Partitions), m, log)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

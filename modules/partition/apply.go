@@ -53,6 +53,7 @@ func (o *Owner) loop(ctx context.Context) error {
 			return o.err
 		}
 		o.flush()
+		o.showDurableLag(o.now().UnixNano())
 		if stopping && len(o.inflight) == 0 && len(o.queue) == 0 && !o.shardWriting && !o.needsFlush() {
 			o.log.Info("partition released", "applied_seq", o.flushedSeq)
 			return nil
@@ -64,13 +65,35 @@ func (o *Owner) loop(ctx context.Context) error {
 // is acknowledged.
 func (o *Owner) watermark() uint64 {
 	wm := o.lastSeq
-	if len(o.inflight) > 0 {
-		wm = min(wm, o.inflight[0].firstSeq-1)
-	}
-	if len(o.queue) > 0 {
-		wm = min(wm, o.queue[0].firstSeq-1)
+	if q := o.oldestUnwritten(); q != nil {
+		wm = min(wm, q.firstSeq-1)
 	}
 	return wm
+}
+
+// oldestUnwritten is the write covering the earliest event not yet
+// persisted, or nil when every handled event is.
+func (o *Owner) oldestUnwritten() *queuedWrite {
+	if len(o.inflight) > 0 {
+		return o.inflight[0].writes[0]
+	}
+	if len(o.queue) > 0 {
+		return o.queue[0]
+	}
+	return nil
+}
+
+// showDurableLag sets the durable-lag gauges: how many handled events, and
+// since when, wait for their player write to be persisted.
+func (o *Owner) showDurableLag(now int64) {
+	q := o.oldestUnwritten()
+	if q == nil {
+		o.lagEvents.Set(0)
+		o.lagSeconds.Set(0)
+		return
+	}
+	o.lagEvents.Set(float64(o.handled - q.firstIdx + 1))
+	o.lagSeconds.Set(time.Duration(now - q.firstAt).Seconds())
 }
 
 func (o *Owner) handleEvent(m EventMsg) {
@@ -79,6 +102,7 @@ func (o *Owner) handleEvent(m EventMsg) {
 		return // delivered again by a consumer reset
 	}
 	o.lastSeq = m.Seq
+	o.handled++
 	ev, slot, err := o.decode(m)
 	if err != nil {
 		o.metrics.events.Rejected.WithLabelValues("nats", reasonOf(err)).Inc()
@@ -118,7 +142,7 @@ func (o *Owner) handleEvent(m EventMsg) {
 	o.shardDirty = o.shardDirty || t.HasAdd || t.HasRemove
 	pl.st = t.Next
 	if pl.queued == nil {
-		pl.queued = &queuedWrite{token: token, pl: pl, firstSeq: m.Seq}
+		pl.queued = &queuedWrite{token: token, pl: pl, firstSeq: m.Seq, firstIdx: o.handled, firstAt: now.UnixNano()}
 		o.queue = append(o.queue, pl.queued)
 	}
 }
@@ -146,28 +170,38 @@ func reasonOf(err error) string {
 	return "invalid"
 }
 
-// pump sends queued player writes, fenced by this owner's claim, while the
-// in-flight limit allows. A queued write sends the player's latest state,
-// so later events of the same player coalesce into it.
+// pump sends the queued player writes in batches, fenced by this owner's
+// claim, while the in-flight limit allows: on a replicated bucket one batch
+// commits while the next collects. A queued write sends the player's latest
+// state, so later events of the same player coalesce into it.
 func (o *Owner) pump() {
 	now := o.now().UnixNano()
-	for len(o.queue) > 0 && len(o.inflight) < o.cfg.MaxInflight {
-		q := o.queue[0]
-		o.queue[0] = nil
-		o.queue = o.queue[1:]
-		pl := q.pl
-		pl.queued = nil
-		pl.writes++
-		pl.sentAt = now
-		o.inflight = append(o.inflight, q)
-		o.send(q)
-		o.schedule(q.token, pl, 0)
+	for len(o.queue) > 0 && len(o.inflight) < o.cfg.Writes.MaxInflight {
+		n := min(len(o.queue), o.cfg.Writes.MaxBatch)
+		b := &sentBatch{writes: make([]*queuedWrite, n), values: make([]PlayerWrite, n)}
+		copy(b.writes, o.queue[:n])
+		clear(o.queue[:n])
+		o.queue = o.queue[n:]
+		for i, q := range b.writes {
+			pl := q.pl
+			pl.queued = nil
+			pl.writes++
+			pl.sentAt = now
+			b.values[i] = PlayerWrite{Token: q.token, Value: o.catalog.EncodePlayer(pl.st)}
+			o.schedule(q.token, pl, 0)
+		}
+		o.inflight = append(o.inflight, b)
+		o.send(b)
+	}
+	if len(o.queue) == 0 {
+		o.queue = nil // let the drained backing array go
 	}
 }
 
-func (o *Owner) send(q *queuedWrite) {
-	o.store.WritePlayer(o.p, q.token, o.catalog.EncodePlayer(q.pl.st), o.fence, func(rev uint64, err error) {
-		o.post(func() { o.writeDone(q, rev, err) })
+func (o *Owner) send(b *sentBatch) {
+	b.tries++
+	o.store.WritePlayers(o.p, b.values, o.fence, func(_ uint64, err error) {
+		o.post(func() { o.writeDone(b, err) })
 	})
 }
 
@@ -177,23 +211,49 @@ func (o *Owner) retryLater(f func()) {
 	time.AfterFunc(time.Millisecond, func() { o.post(f) })
 }
 
-func (o *Owner) writeDone(q *queuedWrite, rev uint64, err error) {
-	if errors.Is(err, ErrBusy) && o.cfg.MaxInflight == 1 {
-		// Replicated bucket: the previous fenced write was still being
-		// applied when this one arrived. Send it again (it is alone in flight).
-		o.retryLater(func() { o.send(q) })
+// maxBatchTries bounds the sends of one batch that is alone in flight.
+const maxBatchTries = 50
+
+// writeDone completes a batch. A batch alone in flight (a replicated
+// bucket) is sent again after a refusal that stored nothing (ErrBusy) or a
+// failure whose outcome is unknown (a lost acknowledgement, a leader
+// change): it carries the same values, and no later write of its players
+// was sent, so storing it twice changes nothing. Pipelined batches (a
+// single replica) cannot be resent over later writes: any error there
+// fails the owner, which reloads.
+func (o *Owner) writeDone(b *sentBatch, err error) {
+	if err != nil && !errors.Is(err, ErrConflict) && o.cfg.Writes.MaxInflight == 1 && b.tries < maxBatchTries {
+		o.busy++
+		o.metrics.busyRetries.Inc()
+		pause := min(time.Millisecond<<min(o.busy-1, 7), 100*time.Millisecond)
+		if !errors.Is(err, ErrBusy) {
+			o.log.Warn("player batch failed; sending it again", "players", len(b.writes), "try", b.tries, "err", err)
+			pause = max(pause, 50*time.Millisecond)
+		}
+		time.AfterFunc(pause, func() {
+			o.post(func() {
+				now := o.now().UnixNano()
+				for _, q := range b.writes {
+					q.pl.sentAt = now // the key's age restarts when the resend lands
+				}
+				o.send(b)
+			})
+		})
 		return
 	}
-	q.pl.writes--
+	for _, q := range b.writes {
+		q.pl.writes--
+	}
 	if err != nil {
 		if errors.Is(err, ErrConflict) {
 			err = ErrFenced
 		}
-		o.fail(fmt.Errorf("write player: %w", err))
+		o.fail(fmt.Errorf("write players: %w", err))
 		return
 	}
-	if len(o.inflight) == 0 || o.inflight[0] != q {
-		o.fail(fmt.Errorf("player write for event %d acknowledged out of order", q.firstSeq))
+	o.busy = 0
+	if len(o.inflight) == 0 || o.inflight[0] != b {
+		o.fail(fmt.Errorf("player batch for event %d acknowledged out of order", b.writes[0].firstSeq))
 		return
 	}
 	o.inflight[0] = nil

@@ -8,19 +8,21 @@ import (
 
 // Metrics are the partition owners' Prometheus metrics.
 type Metrics struct {
-	events           *ingest.Metrics
-	applied          *prometheus.CounterVec
-	skipped          *prometheus.CounterVec
-	staleLeaves      prometheus.Counter
-	expiries         prometheus.Counter
-	flushes          prometheus.Counter
-	badStoredPlayers prometheus.Counter
-	pending          *prometheus.GaugeVec
-	owned            *prometheus.GaugeVec
-	players          *prometheus.GaugeVec
-	loadSeconds      prometheus.Histogram
-	restarts         prometheus.Counter
-	busyRetries      prometheus.Counter
+	events            *ingest.Metrics
+	applied           *prometheus.CounterVec
+	skipped           *prometheus.CounterVec
+	staleLeaves       prometheus.Counter
+	expiries          prometheus.Counter
+	flushes           prometheus.Counter
+	badStoredPlayers  prometheus.Counter
+	pending           *prometheus.GaugeVec
+	durableLagEvents  *prometheus.GaugeVec
+	durableLagSeconds *prometheus.GaugeVec
+	owned             *prometheus.GaugeVec
+	players           *prometheus.GaugeVec
+	loadSeconds       prometheus.Histogram
+	restarts          prometheus.Counter
+	busyRetries       prometheus.Counter
 
 	// Children resolved once, for the per-event path.
 	appliedBy    map[domain.Outcome]prometheus.Counter
@@ -71,6 +73,14 @@ func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
 			Name: "gamemodes_consumer_pending",
 			Help: "Events stored but not yet delivered to the owner (the consumer is shared by a worker's partitions, so this is the worker's backlog, reported per partition).",
 		}, []string{"partition"}),
+		durableLagEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gamemodes_partition_durable_lag_events",
+			Help: "Events delivered to the partition's owner whose player writes are not yet persisted (counted already, not yet durable; 0 when caught up).",
+		}, []string{"partition"}),
+		durableLagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gamemodes_partition_durable_lag_seconds",
+			Help: "Age of the oldest event delivered to the partition's owner whose player write is not yet persisted (0 when caught up). Read-your-writes waits for it.",
+		}, []string{"partition"}),
 		owned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gamemodes_partition_owned",
 			Help: "1 for each partition this process owns.",
@@ -86,7 +96,7 @@ func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
 		}),
 		busyRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gamemodes_write_busy_retries_total",
-			Help: "Writes sent again because the replicated stream was still applying the previous revision-checked write.",
+			Help: "Player batches and shard writes sent again: the replicated stream was still applying the previous revision-checked write, had too many batches open, or the outcome of a batch was unknown (a lost acknowledgement, a leader change).",
 		}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gamemodes_partition_restarts_total",
@@ -99,6 +109,6 @@ func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
 	}
 	m.acceptedNATS = events.Accepted.WithLabelValues("nats")
 	reg.MustRegister(m.applied, m.skipped, m.staleLeaves, m.expiries, m.flushes, m.badStoredPlayers,
-		m.pending, m.owned, m.players, m.loadSeconds, m.restarts, m.busyRetries)
+		m.pending, m.durableLagEvents, m.durableLagSeconds, m.owned, m.players, m.loadSeconds, m.restarts, m.busyRetries)
 	return m
 }

@@ -26,9 +26,10 @@ import (
 // ErrConflict is wrapped by Store writes whose expected revision or fence was stale.
 var ErrConflict = errors.New("revision conflict")
 
-// ErrBusy is wrapped by Store writes refused because another write checking
-// the same subject was still being replicated (replicated streams only): the
-// same write may be sent again.
+// ErrBusy is wrapped by Store writes refused for a reason that passes and
+// with nothing of them stored: another write checking the same subject was
+// still being replicated, or the server had too many batches open. The same
+// writes may be sent again.
 var ErrBusy = errors.New("revision check busy")
 
 // ErrFenced means another owner claimed this partition: this owner lost it.
@@ -49,6 +50,19 @@ type Snapshot struct {
 	ShardRev uint64
 }
 
+// PlayerWrite is one player's new stored value.
+type PlayerWrite struct {
+	Token string
+	Value []byte
+}
+
+// WriteLimits bound an owner's player writes: at most MaxBatch players in
+// one WritePlayers call and at most MaxInflight calls not yet completed.
+type WriteLimits struct {
+	MaxBatch    int
+	MaxInflight int
+}
+
 // Store is what an owner needs of the players bucket and count shards.
 //
 // Claim writes the partition's fence and returns its revision. Every player
@@ -56,6 +70,13 @@ type Snapshot struct {
 // claimed the partition no write of this one can land. The count shard is
 // fenced by its own revision. Write callbacks may run on any goroutine, once
 // each, in the order of the writes.
+//
+// WritePlayers stores a batch of the partition's players and calls done
+// once, with the revision of the batch's last write when all are stored, or
+// with the error that stopped them. A store may write a batch atomically
+// (all or nothing, as on a replicated bucket, where a fence check cannot be
+// decided while another fenced write is being replicated) or as pipelined
+// single writes (a single replica, where each is checked at once).
 type Store interface {
 	Claim(ctx context.Context, p int, ownerID string) (fence uint64, err error)
 	// LoadPartition reads every live player of partition p, handing them to
@@ -63,7 +84,7 @@ type Store interface {
 	// shard. A store may read the players of several partitions being
 	// loaded at once in one pass.
 	LoadPartition(ctx context.Context, p int, add func([]StoredPlayer)) (Snapshot, error)
-	WritePlayer(p int, token string, value []byte, fence uint64, done func(rev uint64, err error))
+	WritePlayers(p int, batch []PlayerWrite, fence uint64, done func(rev uint64, err error))
 	WriteShard(p int, value []byte, expectRev uint64, done func(rev uint64, err error))
 }
 
@@ -91,10 +112,12 @@ type OwnerConfig struct {
 	Partitions int
 	// PlayerTTL is the players bucket TTL: events older than it are not applied.
 	PlayerTTL time.Duration
-	// MaxInflight bounds unacknowledged player writes per owner. A
-	// replicated players bucket takes one at a time: the fence check of a
-	// write cannot be decided while another fenced write is being replicated.
-	MaxInflight int
+	// Writes bound the player writes: the batch size and the batches in
+	// flight (the store's PlayerWriteLimits). A replicated players bucket
+	// takes one batch of a partition at a time: the fence check of a batch
+	// cannot be decided while another fenced batch is being replicated, so
+	// the next batch collects while one commits.
+	Writes WriteLimits
 	// MaxQueued bounds players waiting for their write; beyond it the owner
 	// stops reading events until writes complete.
 	MaxQueued int
@@ -116,11 +139,21 @@ type player struct {
 
 // queuedWrite is a player write waiting to be sent or acknowledged; it
 // covers every event of the player from firstSeq on that was applied before
-// it was sent.
+// it was sent. firstIdx and firstAt are the owner's event count and the
+// time when that first event was handled (for the durable lag).
 type queuedWrite struct {
 	token    string
 	pl       *player
 	firstSeq uint64
+	firstIdx uint64
+	firstAt  int64
+}
+
+// sentBatch is one WritePlayers call in flight: its writes in queue order.
+type sentBatch struct {
+	writes []*queuedWrite
+	values []PlayerWrite
+	tries  int
 }
 
 // Owner owns one partition for the duration of Run.
@@ -137,11 +170,13 @@ type Owner struct {
 	fence   uint64
 	players map[string]*player
 	counts  domain.Counts
-	// queue holds players waiting for their write, inflight the writes sent
-	// and not yet acknowledged (the store acknowledges in send order).
+	// queue holds players waiting for their write, inflight the batches
+	// sent and not yet acknowledged (the store acknowledges in send order).
 	queue    []*queuedWrite
-	inflight []*queuedWrite
+	inflight []*sentBatch
 	lastSeq  uint64 // last event sequence handled
+	handled  uint64 // events handled (delivered once each)
+	busy     int    // batches refused in a row as busy, for the retry pause
 
 	shardRev      uint64
 	shardWriting  bool
@@ -156,6 +191,8 @@ type Owner struct {
 	wheel map[int64][]string
 
 	pendingGauge prometheus.Gauge // this partition's consumer_pending child
+	lagEvents    prometheus.Gauge // this partition's durable_lag_events child
+	lagSeconds   prometheus.Gauge // this partition's durable_lag_seconds child
 	inbox        chan func()
 	events       chan EventMsg
 	done         chan struct{}
@@ -164,8 +201,11 @@ type Owner struct {
 
 // NewOwner prepares an owner of partition p. Nothing happens until Run.
 func NewOwner(p int, cfg OwnerConfig, catalog *domain.Catalog, store Store, feed Feed, metrics *Metrics, log *slog.Logger) *Owner {
-	if cfg.MaxInflight <= 0 {
-		cfg.MaxInflight = 4096
+	if cfg.Writes.MaxBatch <= 0 {
+		cfg.Writes.MaxBatch = 256
+	}
+	if cfg.Writes.MaxInflight <= 0 {
+		cfg.Writes.MaxInflight = 16
 	}
 	if cfg.MaxQueued <= 0 {
 		cfg.MaxQueued = 8192
@@ -179,12 +219,14 @@ func NewOwner(p int, cfg OwnerConfig, catalog *domain.Catalog, store Store, feed
 	o := &Owner{
 		p: p, cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics,
 		log: log.With("partition", p), now: time.Now,
-		inbox:  make(chan func(), cfg.MaxInflight+64),
+		inbox:  make(chan func(), cfg.Writes.MaxInflight+64),
 		events: make(chan EventMsg, 512),
 		done:   make(chan struct{}),
 		wheel:  map[int64][]string{},
 	}
 	o.pendingGauge = metrics.pending.WithLabelValues(o.label())
+	o.lagEvents = metrics.durableLagEvents.WithLabelValues(o.label())
+	o.lagSeconds = metrics.durableLagSeconds.WithLabelValues(o.label())
 	return o
 }
 
@@ -216,6 +258,8 @@ func (o *Owner) Run(ctx context.Context) error {
 	o.metrics.loadSeconds.Observe(o.now().Sub(started).Seconds())
 	o.metrics.owned.WithLabelValues(o.label()).Set(1)
 	defer o.metrics.owned.WithLabelValues(o.label()).Set(0)
+	defer o.lagEvents.Set(0)
+	defer o.lagSeconds.Set(0)
 	o.metrics.players.WithLabelValues(o.label()).Set(float64(len(o.players)))
 
 	// Write the recomputed shard at once: counts are exact from here, and a

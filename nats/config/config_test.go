@@ -571,8 +571,21 @@ func TestPermissions(t *testing.T) {
 			t.Fatalf("claim as worker: %v", err)
 		}
 		player := []byte(`{"r":"US","m":1,"seq":1}`)
-		if _, err := wait(func(done func(uint64, error)) { store.WritePlayer(p, token, player, fence, done) }); err != nil {
+		if _, err := wait(func(done func(uint64, error)) {
+			store.WritePlayers(p, []partition.PlayerWrite{{Token: token, Value: player}}, fence, done)
+		}); err != nil {
 			t.Fatalf("write player as worker: %v", err)
+		}
+		// The same as an atomic batch, as owners write on a replicated bucket.
+		batchStore, err := jsadapter.NewPartitionStore(ctx, wk.js, jsadapter.WithAtomicBatches(true))
+		if err != nil {
+			t.Fatalf("partition store with atomic batches as worker: %v", err)
+		}
+		t.Cleanup(batchStore.Close)
+		if _, err := wait(func(done func(uint64, error)) {
+			batchStore.WritePlayers(p, []partition.PlayerWrite{{Token: token, Value: player}, {Token: token + "b", Value: player}}, fence, done)
+		}); err != nil {
+			t.Fatalf("write a batch of players as worker: %v", err)
 		}
 		snap, err := store.LoadPartition(ctx, 0, func([]partition.StoredPlayer) {})
 		if err != nil {
@@ -585,7 +598,7 @@ func TestPermissions(t *testing.T) {
 		if _, err = store.LoadPartition(ctx, p, func(b []partition.StoredPlayer) { loaded = append(loaded, b...) }); err != nil {
 			t.Fatalf("load partition as worker: %v", err)
 		}
-		if len(loaded) != 1 || loaded[0].Token != token {
+		if len(loaded) != 2 || loaded[0].Token != token || loaded[1].Token != token+"b" {
 			t.Fatalf("loaded players %+v", loaded)
 		}
 		// The players stream read directly (expiry markers): an ordered

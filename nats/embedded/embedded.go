@@ -28,6 +28,35 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// Atomic batch limits gamemodes needs of a nats-server: the partition owners
+// keep one fenced batch of player writes open per partition (two for a
+// moment in a takeover), of at most 500 players.
+const (
+	// BatchMaxMsgs is the most messages in one atomic batch.
+	BatchMaxMsgs = 1000
+	// BatchMaxOpenPerStream is the most batches open at once on one
+	// stream: room for the largest partition count (1024) twice.
+	BatchMaxOpenPerStream = 2048
+	// BatchMaxOpenTotal is the most batches open at once on the server.
+	BatchMaxOpenTotal = 4096
+)
+
+// SetBatchLimits raises the server's atomic batch limits (jetstream {
+// limits { batch { ... } } }) to what gamemodes needs, where a configuration
+// file did not set them.
+func SetBatchLimits(opts *server.Options) {
+	l := &opts.JetStreamLimits
+	if l.MaxBatchSize == 0 {
+		l.MaxBatchSize = BatchMaxMsgs
+	}
+	if l.MaxBatchInflightPerStream == 0 {
+		l.MaxBatchInflightPerStream = BatchMaxOpenPerStream
+	}
+	if l.MaxBatchInflightTotal == 0 {
+		l.MaxBatchInflightTotal = BatchMaxOpenTotal
+	}
+}
+
 // ErrListen means the client address could not be bound.
 var ErrListen = errors.New("cannot listen")
 
@@ -60,6 +89,7 @@ func Start(o Options) (*server.Server, error) {
 	opts.StoreDir = filepath.Join(o.DataDir, "jetstream")
 	opts.NoSigs = true
 	opts.MaxPayload = 1 << 20
+	SetBatchLimits(opts)
 
 	if opts.Port > 0 {
 		// nats-server reports a busy port only in its log; check first for a clear error.

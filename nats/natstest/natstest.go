@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamemodes/gamemodes/nats/embedded"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,7 +26,7 @@ func RunServer(t testing.TB) *server.Server {
 // random one), so a test can restart a server on the same store.
 func RunServerInDir(t testing.TB, dir string, port int) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: "test-" + strconv.Itoa(port),
 		Host:       "127.0.0.1",
 		Port:       port,
@@ -33,7 +34,9 @@ func RunServerInDir(t testing.TB, dir string, port int) *server.Server {
 		StoreDir:   dir,
 		NoSigs:     true,
 		NoLog:      true,
-	})
+	}
+	embedded.SetBatchLimits(opts)
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("nats server: %v", err)
 	}
@@ -106,6 +109,7 @@ func RunCluster(t testing.TB, n int) *Cluster {
 			Cluster:    server.ClusterOpts{Name: "gamemodes-test", Host: "127.0.0.1", Port: routePorts[i]},
 			Routes:     server.RoutesFromStr(routes),
 		}
+		embedded.SetBatchLimits(o)
 		ns := c.start(o)
 		o.Port = ns.Addr().(*net.TCPAddr).Port // keep the port for Restart
 		c.opts = append(c.opts, o)

@@ -276,16 +276,55 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (Topology, er
 		return Topology{}, err
 	}
 	for _, kv := range []jetstream.KeyValueConfig{PlayersBucketConfig(c), CountsBucketConfig(c), WorkersBucketConfig(c), LeasesBucketConfig(c)} {
-		// An existing bucket keeps its replicas: a process started with the
-		// default --replicas 1 must not scale a cluster's buckets down.
-		if s, err := js.Stream(ctx, "KV_"+kv.Bucket); err == nil {
-			kv.Replicas = s.CachedInfo().Config.Replicas
-		}
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
-			return Topology{}, fmt.Errorf("ensure bucket %s: %w", kv.Bucket, err)
+		if err := ensureBucket(ctx, js, kv); err != nil {
+			return Topology{}, err
 		}
 	}
 	return Topology{Partitions: partitions, PlayerTTL: c.PlayerTTL, LeaseTTL: c.LeaseTTL}, nil
+}
+
+// ensureBucket creates a bucket or updates it where it differs. An existing
+// bucket keeps its replicas: a process started with the default --replicas
+// 1 must not scale a cluster's buckets down. The players bucket's stream
+// also allows atomic batches (the owners' fenced batches of player writes):
+// the KV API knows no such setting and an update through it switches it
+// off, so the bucket is updated only where it differs and the setting is
+// put back at once.
+func ensureBucket(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValueConfig) error {
+	atomic := kv.Bucket == PlayersBucket
+	s, err := js.Stream(ctx, "KV_"+kv.Bucket)
+	switch {
+	case err == nil:
+		kv.Replicas = s.CachedInfo().Config.Replicas
+		if !bucketDiffers(s.CachedInfo().Config, kv) {
+			break
+		}
+		fallthrough
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", kv.Bucket, err)
+		}
+		if s, err = js.Stream(ctx, "KV_"+kv.Bucket); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", kv.Bucket, err)
+		}
+	default:
+		return fmt.Errorf("ensure bucket %s: %w", kv.Bucket, err)
+	}
+	if cfg := s.CachedInfo().Config; atomic && !cfg.AllowAtomicPublish {
+		cfg.AllowAtomicPublish = true
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("ensure bucket %s: allow atomic batches: %w", kv.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// bucketDiffers reports whether a bucket's stream differs from what the KV
+// configuration would make of it, in the settings gamemodes chooses.
+func bucketDiffers(cfg jetstream.StreamConfig, kv jetstream.KeyValueConfig) bool {
+	return cfg.Description != kv.Description || cfg.MaxAge != kv.TTL || cfg.MaxMsgsPerSubject != int64(kv.History) ||
+		cfg.SubjectDeleteMarkerTTL != kv.LimitMarkerTTL || cfg.Storage != kv.Storage || cfg.Replicas != kv.Replicas ||
+		(kv.LimitMarkerTTL > 0 && !cfg.AllowMsgTTL)
 }
 
 func ensureEventsStream(ctx context.Context, js jetstream.JetStream, c Config) (int, error) {
