@@ -402,3 +402,38 @@ func TestPartitionStoreChecksTheServersBatchLimitsAtStart(t *testing.T) {
 		t.Fatalf("a players stream without atomic batches: %v, want an error saying so", err)
 	}
 }
+
+// The durable-lag gauges show the events whose player writes wait, and
+// return to 0 once they are persisted.
+func TestDurableLagShowsUnpersistedEvents(t *testing.T) {
+	ns := natstest.RunServer(t)
+	s := newStack(t, ns.ClientURL(), time.Hour, 1)
+	store := &gatedStore{Store: s.store, sentinel: s.catalog.EncodePlayer(domain.PlayerState{LastSeq: 1})}
+	w := partition.NewWorker(s.ownerConfig("w"), s.catalog, store, jsadapter.NewSharedPartitionFeed(s.js, 1), s.metrics, quietLog())
+	w.SetPartitions([]int{0})
+	t.Cleanup(func() { _ = w.Stop(context.Background()) })
+	truth := newModel()
+	e := event{User: "first", Type: domain.EventEnter, Region: "US", Mode: 1}
+	s.publish(e)
+	truth.apply(e)
+	s.waitStoredPlayers(truth, 10*time.Second)
+	waitFor(t, 10*time.Second, func() bool { return s.metricSum("gamemodes_partition_durable_lag_events") == 0 }, "no lag at first")
+
+	store.gate()
+	for i := 0; i < 20; i++ {
+		e := event{User: userName(i), Type: domain.EventEnter, Region: "EU", Mode: 2}
+		s.publish(e)
+		truth.apply(e)
+	}
+	// Counted at once, persisted later: the lobby is exact while the lag shows 20 events.
+	s.waitCounts(truth.counts(), 10*time.Second)
+	waitFor(t, 10*time.Second, func() bool { return s.metricSum("gamemodes_partition_durable_lag_events") == 20 }, "20 events waiting")
+	if secs := s.metricSum("gamemodes_partition_durable_lag_seconds"); secs <= 0 {
+		t.Fatalf("durable lag %v s with 20 events waiting, want > 0", secs)
+	}
+	store.release()
+	waitFor(t, 10*time.Second, func() bool {
+		return s.metricSum("gamemodes_partition_durable_lag_events") == 0 && s.metricSum("gamemodes_partition_durable_lag_seconds") == 0
+	}, "lag back to 0")
+	s.waitStoredPlayers(truth, 10*time.Second)
+}
