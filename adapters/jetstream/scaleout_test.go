@@ -179,33 +179,54 @@ func (l *load) waitSent(n int, within time.Duration) bool {
 	return false
 }
 
+// TestWorkersShareFailOverAndRebalance cuts a worker, adds one and stops
+// one gracefully under load, on one node (pipelined single writes) and on a
+// 3-node cluster with three replicas (atomic batches): the lobby and the
+// stored players end equal to the ground truth.
 func TestWorkersShareFailOverAndRebalance(t *testing.T) {
-	ns := natstest.RunServer(t)
-	s := newStack(t, ns.ClientURL(), time.Hour, 32)
-	w1 := startMember(t, s, ns.ClientURL(), "w1")
-	w2 := startMember(t, s, ns.ClientURL(), "w2")
-	w3 := startMember(t, s, ns.ClientURL(), "w3")
-	waitOwnership(t, 32, 10*time.Second, w1, w2, w3)
+	for _, replicated := range []bool{false, true} {
+		name := "single node"
+		if replicated {
+			name = "3-node cluster"
+		}
+		t.Run(name, func(t *testing.T) {
+			var s *stack
+			var url string
+			if replicated {
+				var c *natstest.Cluster
+				c, s = replicatedStack(t, 32)
+				url = c.URLs()
+			} else {
+				url = natstest.RunServer(t).ClientURL()
+				s = newStack(t, url, time.Hour, 32)
+			}
+			w1 := startMember(t, s, url, "w1")
+			w2 := startMember(t, s, url, "w2")
+			w3 := startMember(t, s, url, "w3")
+			waitOwnership(t, 32, 20*time.Second, w1, w2, w3)
 
-	l := startLoad(t, s.js, 500)
-	if !l.waitSent(500, 10*time.Second) {
-		t.Fatal("load did not start")
+			l := startLoad(t, s.js, 500)
+			if !l.waitSent(500, 20*time.Second) {
+				t.Fatal("load did not start")
+			}
+			w2.cut()
+			took := waitOwnership(t, 32, 20*time.Second, w1, w3)
+			t.Logf("partitions of the cut worker taken over in %s", took)
+
+			w4 := startMember(t, s, url, "w4")
+			took = waitOwnership(t, 32, 20*time.Second, w1, w3, w4)
+			t.Logf("rebalanced onto a new worker in %s", took)
+
+			w1.stop() // graceful: hands over at once
+			took = waitOwnership(t, 32, 20*time.Second, w3, w4)
+			t.Logf("graceful stop handed over in %s", took)
+
+			want, sent := l.finish()
+			t.Logf("%d events acknowledged during the test", sent)
+			s.waitCounts(want, 30*time.Second)
+			s.waitStoredPlayers(l.truth, 30*time.Second)
+		})
 	}
-	w2.cut()
-	took := waitOwnership(t, 32, 10*time.Second, w1, w3)
-	t.Logf("partitions of the cut worker taken over in %s", took)
-
-	w4 := startMember(t, s, ns.ClientURL(), "w4")
-	took = waitOwnership(t, 32, 10*time.Second, w1, w3, w4)
-	t.Logf("rebalanced onto a new worker in %s", took)
-
-	w1.stop() // graceful: hands over at once
-	took = waitOwnership(t, 32, 10*time.Second, w3, w4)
-	t.Logf("graceful stop handed over in %s", took)
-
-	want, sent := l.finish()
-	t.Logf("%d events acknowledged during the test", sent)
-	s.waitCounts(want, 15*time.Second)
 }
 
 // TestClusterFailoverKeepsCountsExact stops the events stream's leader,
