@@ -125,7 +125,7 @@ func TestOpsStatusReportsCountsIngestAndCluster(t *testing.T) {
 		}
 	}
 	item := raw["cluster"].(map[string]any)["partitions"].(map[string]any)["items"].([]any)[0].(map[string]any)
-	for _, k := range []string{"partition", "owner", "shard_owner", "applied_seq", "lag"} {
+	for _, k := range []string{"partition", "owner", "shard_owner", "applied_seq", "delivered_seq", "durable_lag", "lag"} {
 		if _, ok := item[k]; !ok {
 			t.Errorf("partition field %s missing in %v", k, item)
 		}

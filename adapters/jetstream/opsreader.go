@@ -90,7 +90,9 @@ func (r *OpsReader) ClusterStatus(ctx context.Context) ops.Cluster {
 				bad = append(bad, fmt.Errorf("%s: %w", k, err))
 				continue
 			}
-			c.Partitions.Items[p].ShardOwner, c.Partitions.Items[p].AppliedSeq = h.Owner, h.AppliedSeq
+			it := &c.Partitions.Items[p]
+			it.ShardOwner, it.AppliedSeq, it.DeliveredSeq = h.Owner, h.AppliedSeq, h.DeliveredSeq
+			it.DurableLag = h.DeliveredSeq - h.AppliedSeq
 		}
 		if err := errors.Join(bad...); err != nil {
 			c.Partitions.ShardsError = err.Error()

@@ -108,7 +108,8 @@ func settled(c ops.Cluster, lastSeqOf map[int]uint64) bool {
 	}
 	owned := map[string]int{}
 	for _, it := range c.Partitions.Items {
-		if !slices.Contains(c.Workers.Members, it.Owner) || it.ShardOwner != it.Owner || it.AppliedSeq != lastSeqOf[it.Partition] {
+		if !slices.Contains(c.Workers.Members, it.Owner) || it.ShardOwner != it.Owner || it.AppliedSeq != lastSeqOf[it.Partition] ||
+			it.DeliveredSeq != it.AppliedSeq || it.DurableLag != 0 {
 			return false
 		}
 		owned[it.Owner]++
@@ -134,7 +135,7 @@ func TestOpsReaderReportsEachUnreadablePart(t *testing.T) {
 		t.Fatal(err)
 	}
 	catalog := domain.MustCatalog(testRegions, []int{1, 2})
-	good := catalog.EncodeShard(domain.ShardHeader{Partition: 0, Owner: "w0", AppliedSeq: 7}, domain.NewCounts(catalog))
+	good := catalog.EncodeShard(domain.ShardHeader{Partition: 0, Owner: "w0", AppliedSeq: 7, DeliveredSeq: 10}, domain.NewCounts(catalog))
 	for key, v := range map[string][]byte{topology.ShardKey(0): good, topology.ShardKey(1): []byte("not a shard"), topology.ShardKey(9): good} {
 		if _, err := counts.Put(ctx, key, v); err != nil {
 			t.Fatal(err)
@@ -155,7 +156,7 @@ func TestOpsReaderReportsEachUnreadablePart(t *testing.T) {
 	c := clusterStatus(t, r)
 	// The readable shard is reported; the unreadable one is named in the
 	// error; a shard beyond the partition count is ignored.
-	if c.Partitions.Items[0] != (ops.PartitionStatus{Partition: 0, ShardOwner: "w0", AppliedSeq: 7}) ||
+	if c.Partitions.Items[0] != (ops.PartitionStatus{Partition: 0, ShardOwner: "w0", AppliedSeq: 7, DeliveredSeq: 10, DurableLag: 3}) ||
 		c.Partitions.Items[1] != (ops.PartitionStatus{Partition: 1}) ||
 		!strings.HasPrefix(c.Partitions.ShardsError, "p1: count shard:") || c.Partitions.LeasesError != "" {
 		t.Fatalf("partitions: %+v", c.Partitions)

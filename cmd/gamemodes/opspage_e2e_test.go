@@ -159,6 +159,11 @@ func TestOpsPageInHeadlessChromium(t *testing.T) {
 			t.Errorf("%s = %q (%v), want %q", check.js, got, err, check.want)
 		}
 	}
+	// Every partition shows its durable lag, 0 once the player writes are persisted.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`[...document.querySelectorAll('#partition-grid .part .durable')].filter((d) => d.textContent === 'durable lag 0').length === 8`,
+		chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Errorf("the partitions do not each show a durable lag of 0: %v\n%s", err, pageText(ctx))
+	}
 	// The rate chart has a line once two samples saw the events.
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector('#rate-chart polyline.accepted') !== null`,
 		chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second))); err != nil {

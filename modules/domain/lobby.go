@@ -38,9 +38,16 @@ func (c *Catalog) Rank(perMode []int64) []ModeCount {
 
 // ShardHeader is what a stored count shard says besides its counts.
 type ShardHeader struct {
-	Partition  int
-	Owner      string
+	Partition int
+	Owner     string
+	// AppliedSeq is the stream sequence up to which every event of the
+	// partition is applied and its player write persisted.
 	AppliedSeq uint64
+	// DeliveredSeq is the sequence of the last event the owner had applied
+	// when it wrote the shard (the counts include it); from AppliedSeq to
+	// it, events are counted but their player writes not yet persisted.
+	// A shard written without it reads as AppliedSeq.
+	DeliveredSeq uint64
 }
 
 // shardMagic starts the compact shard encoding.
@@ -61,7 +68,7 @@ func (c *Catalog) key() string {
 
 // EncodeShard is the compact stored form of a partition's count shard:
 //
-//	gms1 <partition> <applied seq> <owner>
+//	gms1 <partition> <applied seq> <owner> <delivered seq>
 //	<regions comma separated>|<modes comma separated>
 //	<count per region and mode, region-major, comma separated>
 //
@@ -76,6 +83,8 @@ func (c *Catalog) EncodeShard(h ShardHeader, counts Counts) []byte {
 	b = strconv.AppendUint(b, h.AppliedSeq, 10)
 	b = append(b, ' ')
 	b = append(b, h.Owner...)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, max(h.DeliveredSeq, h.AppliedSeq), 10)
 	b = append(b, '\n')
 	b = append(b, c.keyCache...)
 	b = append(b, '\n')
@@ -89,13 +98,16 @@ func (c *Catalog) EncodeShard(h ShardHeader, counts Counts) []byte {
 }
 
 // DecodeShard reads a compact count shard. Counts of regions or modes this
-// catalog does not have are left out and reported by their number.
+// catalog does not have are left out and reported by their number. The
+// delivered sequence is last on the first line, so a decoder that knows
+// only four fields reads it as part of the owner's name (instance names have
+// no spaces) and keeps the counts.
 func (c *Catalog) DecodeShard(b []byte) (ShardHeader, Counts, int, error) {
 	var h ShardHeader
 	line1, rest, ok1 := bytes.Cut(b, []byte{'\n'})
 	key, nums, ok2 := bytes.Cut(rest, []byte{'\n'})
-	f := strings.SplitN(string(line1), " ", 4)
-	if !ok1 || !ok2 || len(f) != 4 || f[0] != shardMagic {
+	f := strings.SplitN(string(line1), " ", 5)
+	if !ok1 || !ok2 || len(f) < 4 || f[0] != shardMagic {
 		return h, Counts{}, 0, fmt.Errorf("count shard: not a %s shard", shardMagic)
 	}
 	p, err1 := strconv.Atoi(f[1])
@@ -103,7 +115,14 @@ func (c *Catalog) DecodeShard(b []byte) (ShardHeader, Counts, int, error) {
 	if err1 != nil || err2 != nil {
 		return h, Counts{}, 0, fmt.Errorf("count shard: bad header %q", line1)
 	}
-	h = ShardHeader{Partition: p, AppliedSeq: seq, Owner: f[3]}
+	h = ShardHeader{Partition: p, AppliedSeq: seq, Owner: f[3], DeliveredSeq: seq}
+	if len(f) == 5 {
+		delivered, err := strconv.ParseUint(f[4], 10, 64)
+		if err != nil || delivered < seq {
+			return ShardHeader{}, Counts{}, 0, fmt.Errorf("count shard: bad header %q", line1)
+		}
+		h.DeliveredSeq = delivered
+	}
 	counts := NewCounts(c)
 	if string(key) == c.keyCache {
 		i := 0

@@ -86,7 +86,8 @@ func TestShardRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for i := 0; i < 300; i++ {
 		counts := randomCounts(r, c, []float64{0, 0.1, 0.5, 1}[i%4])
-		h := ShardHeader{Partition: r.IntN(32), Owner: "worker-1", AppliedSeq: r.Uint64()}
+		applied := r.Uint64N(1 << 62)
+		h := ShardHeader{Partition: r.IntN(32), Owner: "worker-1", AppliedSeq: applied, DeliveredSeq: applied + r.Uint64N(1000)}
 		back, got, dropped, err := c.DecodeShard(c.EncodeShard(h, counts))
 		if err != nil || back != h || dropped != 0 || !got.Equal(counts) {
 			t.Fatalf("round trip: header %+v -> %+v, dropped %d, equal %v, err %v", h, back, dropped, got.Equal(counts), err)
@@ -98,8 +99,22 @@ func TestEncodeShardExact(t *testing.T) {
 	c := MustCatalog([]string{"US", "EU"}, []int{1, 10})
 	counts := NewCounts(c)
 	counts.Add(Slot{0, 1}, 3)
-	if got, want := string(c.EncodeShard(ShardHeader{Partition: 4, Owner: "me", AppliedSeq: 99}, counts)), "gms1 4 99 me\nUS,EU|1,10\n0,3,0,0"; got != want {
+	if got, want := string(c.EncodeShard(ShardHeader{Partition: 4, Owner: "me", AppliedSeq: 99, DeliveredSeq: 105}, counts)), "gms1 4 99 me 105\nUS,EU|1,10\n0,3,0,0"; got != want {
 		t.Errorf("EncodeShard = %q, want %q", got, want)
+	}
+	// Without a delivered sequence, it is the applied one.
+	if got, want := string(c.EncodeShard(ShardHeader{Partition: 4, Owner: "me", AppliedSeq: 99}, counts)), "gms1 4 99 me 99\nUS,EU|1,10\n0,3,0,0"; got != want {
+		t.Errorf("EncodeShard = %q, want %q", got, want)
+	}
+}
+
+// A shard written before the delivered sequence existed reads with
+// everything applied delivered.
+func TestDecodeShardOfFourFields(t *testing.T) {
+	c := MustCatalog([]string{"US", "EU"}, []int{1, 10})
+	h, counts, _, err := c.DecodeShard([]byte("gms1 4 99 me\nUS,EU|1,10\n0,3,0,0"))
+	if err != nil || h != (ShardHeader{Partition: 4, Owner: "me", AppliedSeq: 99, DeliveredSeq: 99}) || counts.Get(Slot{0, 1}) != 3 {
+		t.Fatalf("old shard: %+v %v %v", h, counts.v, err)
 	}
 }
 
@@ -111,7 +126,7 @@ func TestCompactShardRoundTrip(t *testing.T) {
 	counts.Add(Slot{1, 1}, -1) // transient negatives must survive too
 	b := c.EncodeShard(ShardHeader{Partition: 9, Owner: "host-1", AppliedSeq: 42}, counts)
 	h, got, dropped, err := c.DecodeShard(b)
-	if err != nil || dropped != 0 || h != (ShardHeader{Partition: 9, Owner: "host-1", AppliedSeq: 42}) || !got.Equal(counts) {
+	if err != nil || dropped != 0 || h != (ShardHeader{Partition: 9, Owner: "host-1", AppliedSeq: 42, DeliveredSeq: 42}) || !got.Equal(counts) {
 		t.Fatalf("round trip of %q: %+v %v dropped %d err %v", b, h, got.v, dropped, err)
 	}
 	// Another process's catalog (modes sorted: 1, 5): counts are mapped by name, unknown slots dropped.
@@ -120,7 +135,7 @@ func TestCompactShardRoundTrip(t *testing.T) {
 	if err != nil || dropped != 1 || got.Get(Slot{1, 0}) != 7 || got.Get(Slot{0, 1}) != 123456789 {
 		t.Fatalf("mapped decode: %v dropped %d err %v", got.v, dropped, err)
 	}
-	for _, bad := range []string{"", "gms1 1 2", "gms1 x 2 o\nUS|1\n1", "gms1 1 2 o\nUS|1\n1,2", "gms1 1 2 o\nUS|1\nx", "json{}"} {
+	for _, bad := range []string{"", "gms1 1 2", "gms1 x 2 o\nUS|1\n1", "gms1 1 2 o\nUS|1\n1,2", "gms1 1 2 o\nUS|1\nx", "json{}", "gms1 1 2 o 1\nUS|1\n1", "gms1 1 2 o x\nUS|1\n1"} {
 		if _, _, _, err := c.DecodeShard([]byte(bad)); err == nil {
 			t.Errorf("DecodeShard(%q) accepted", bad)
 		}

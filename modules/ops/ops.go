@@ -342,6 +342,14 @@ type PartitionStatus struct {
 	// AppliedSeq is the stream sequence up to which every event of the
 	// partition is applied (from its count shard); 0 without a shard.
 	AppliedSeq uint64 `json:"applied_seq"`
+	// DeliveredSeq is the sequence of the last event the partition's owner
+	// had applied when it wrote its count shard: the counts include every
+	// event up to it.
+	DeliveredSeq uint64 `json:"delivered_seq"`
+	// DurableLag is DeliveredSeq minus AppliedSeq: the span of stream
+	// sequences whose events are counted but whose player writes were not
+	// yet persisted when the shard was written (0 when caught up).
+	DurableLag uint64 `json:"durable_lag"`
 	// Lag is the stream's last sequence minus AppliedSeq (0 when the
 	// stream or the shards could not be read): how many events, of every
 	// partition, the stream stored after the last one this partition

@@ -338,7 +338,7 @@ func (o *Owner) flush() {
 	}
 	o.lastFlush = now
 	wm := o.watermark()
-	shard := o.catalog.EncodeShard(domain.ShardHeader{Partition: o.p, Owner: o.cfg.OwnerID, AppliedSeq: wm}, o.counts)
+	shard := o.catalog.EncodeShard(domain.ShardHeader{Partition: o.p, Owner: o.cfg.OwnerID, AppliedSeq: wm, DeliveredSeq: o.lastSeq}, o.counts)
 	o.shardDirty = false
 	o.shardWriting = true
 	o.store.WriteShard(o.p, shard, o.shardRev, func(rev uint64, err error) {

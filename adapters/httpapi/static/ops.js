@@ -322,6 +322,7 @@
       cell.appendChild(el('div', { class: 'p' }, 'p' + p.partition));
       cell.appendChild(el('div', { class: 'owner' }, p.owner || 'unowned'));
       cell.appendChild(el('div', { class: 'lag' }, 'lag ' + num.format(p.lag) + ' · seq ' + num.format(p.applied_seq)));
+      cell.appendChild(el('div', { class: 'lag durable' }, 'durable lag ' + num.format(p.durable_lag)));
       if (p.owner) {
         cell.style.backgroundColor = workerColor(p.owner);
         if (p.shard_owner && p.shard_owner !== p.owner) cell.classList.add('moving');
@@ -329,7 +330,8 @@
         cell.classList.add('unowned');
       }
       cell.title = 'partition ' + p.partition + '\nlease: ' + (p.owner || 'none') + '\nshard written by: ' + (p.shard_owner || 'nobody yet') +
-        '\napplied up to sequence ' + p.applied_seq + '\nlag ' + p.lag;
+        '\napplied up to sequence ' + p.applied_seq + '\nlag ' + p.lag +
+        '\ncounted up to sequence ' + p.delivered_seq + ', durable lag ' + p.durable_lag + ' (counted, player writes not yet persisted)';
       frag.appendChild(cell);
     }
     grid.textContent = '';
