@@ -71,7 +71,9 @@ func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg Config, log *slog.Logger) (*
 		if cfg.NATSListenTLSCert != "" {
 			// The client port requires TLS (and maybe a client
 			// certificate): this process reaches its own server in-process.
+			// (A tls:// URL would make the client ask for TLS.)
 			inProcess = append(inProcess, nats.InProcessServer(ns))
+			url = "nats://" + ns.Addr().String()
 		}
 	}
 	link, err := connectNATS(url, cfg.InstanceID, cfg.natsSecurity(), log, func(error) { _ = sd.Shutdown(fx.ExitCode(1)) }, inProcess...)

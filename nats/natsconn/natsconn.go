@@ -175,7 +175,7 @@ func (c Config) checkCreds() error {
 	}
 	claims, err := jwt.DecodeUserClaims(token)
 	if err != nil {
-		return fail("the file's JWT is not a user JWT", err)
+		return fail("not a credentials file (want a user JWT and its NKey seed, as nsc or jwt.FormatUserConfig write it)", err)
 	}
 	if claims.Expires > 0 && time.Unix(claims.Expires, 0).Before(c.now()) {
 		return fail(fmt.Sprintf("the user JWT expired at %s: issue new credentials", time.Unix(claims.Expires, 0).UTC().Format(time.RFC3339)), nil)
@@ -350,16 +350,15 @@ func (c Config) Explain(err error) error {
 		return &SettingError{Setting: auth(), Reason: what, Err: err}
 	case errors.Is(err, nats.ErrSecureConnWanted):
 		return &SettingError{Setting: SettingTLSCA, Reason: "TLS was asked for but the NATS server does not offer it", Err: err}
-	case strings.Contains(msg, "tls: certificate required"),
-		c.CertFile == "" && strings.Contains(msg, "closed by remote after TLS handshake"):
-		// The server's refusal arrives as an alert, or as a closed
-		// connection when the client writes first (TLS 1.3).
+	case c.CertFile != "" && (strings.Contains(msg, "remote error: tls:") || strings.Contains(msg, "closed by remote after TLS handshake")):
+		// The refusal arrives as an alert, or as a closed connection when
+		// the client writes first (TLS 1.3); crypto/tls does not even send
+		// a certificate whose CA is not in the server's list.
+		return &SettingError{Setting: SettingTLSCert, Value: c.CertFile, Reason: "the NATS server refused this client certificate (not signed by a CA it trusts, expired, or not for client authentication)", Err: err}
+	case strings.Contains(msg, "tls: certificate required"), strings.Contains(msg, "closed by remote after TLS handshake"):
 		return &SettingError{Setting: SettingTLSCert, Reason: "the NATS server requires a client certificate (mutual TLS): give " + SettingTLSCert + " and " + SettingTLSKey, Err: err}
-	case strings.Contains(msg, "remote error: tls:"), strings.Contains(msg, "closed by remote after TLS handshake"):
-		if c.CertFile != "" {
-			return &SettingError{Setting: SettingTLSCert, Value: c.CertFile, Reason: "the NATS server refused the client certificate (not signed by a CA it trusts, expired, or not for client authentication)", Err: err}
-		}
-		return &SettingError{Setting: SettingTLSCert, Reason: "the NATS server ended the TLS handshake", Err: err}
+	case strings.Contains(msg, "remote error: tls:"):
+		return &SettingError{Setting: SettingURL, Reason: "the NATS server ended the TLS handshake", Err: err}
 	case strings.Contains(msg, "first record does not look like a TLS handshake") && c.TLSFirst:
 		return &SettingError{Setting: SettingTLSFirst, Reason: "the NATS server does not start with TLS (it is not configured with handshake_first)", Err: err}
 	case errors.Is(err, nats.ErrTimeout) && c.TLS() && !c.TLSFirst:

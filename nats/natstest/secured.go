@@ -27,6 +27,9 @@ type SecuredOptions struct {
 	// ServerHosts are the names in the server's certificate (default
 	// localhost and 127.0.0.1).
 	ServerHosts []string
+	// ServerNotBefore and ServerNotAfter bound the server certificate's
+	// validity (default: from an hour ago for a year).
+	ServerNotBefore, ServerNotAfter time.Time
 }
 
 // Secured is a JetStream node that requires TLS, with the CA, the
@@ -65,7 +68,8 @@ func RunSecured(t testing.TB, o SecuredOptions) *Secured {
 	if len(hosts) == 0 {
 		hosts = []string{"localhost", "127.0.0.1"}
 	}
-	cert, key := s.Issue(t, "server", secrets.CertSpec{CommonName: "test nats server", Hosts: hosts, Server: true})
+	cert, key := s.Issue(t, "server", secrets.CertSpec{CommonName: "test nats server", Hosts: hosts, Server: true,
+		NotBefore: o.ServerNotBefore, NotAfter: o.ServerNotAfter})
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "jetstream { store_dir: %q }\n", filepath.Join(dir, "js"))
 	fmt.Fprintf(&conf, "tls { cert_file: %q, key_file: %q, ca_file: %q, verify: %v, handshake_first: %v, timeout: 2 }\n",
