@@ -340,3 +340,60 @@ func TestEmbeddedServerServesMutualTLS(t *testing.T) {
 		t.Fatal("connected without TLS")
 	}
 }
+
+// TestNATSRefusalOnReconnectEndsTheProcess: a process connected to NATS
+// whose server comes back with a certificate it does not trust, or with
+// other accounts that refuse its credentials, stops with exit code 1 and
+// a line naming the flag instead of reconnecting for ever.
+func TestNATSRefusalOnReconnectEndsTheProcess(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts natstest.SecuredOptions
+		want []string
+	}{
+		{"server certificate of another CA", natstest.SecuredOptions{}, []string{"--nats-tls-ca", "is not signed by this CA"}},
+		{"credentials refused", natstest.SecuredOptions{Operator: true}, []string{"--nats-creds", "refused these credentials"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := proctest.FreePort(t)
+			first := tc.opts
+			first.Port = port
+			s := natstest.RunSecured(t, first)
+			args := []string{"--roles", "edge", "--nats-tls-ca", s.CAFile}
+			if tc.opts.Operator {
+				args = append(args, "--nats-creds", s.CredsFile(t, "edge"))
+			}
+			p := startRole(t, s.URL, args...)
+			p.waitReady()
+			s.Server.Shutdown()
+			s.Server.WaitForShutdown()
+			again := first // on the same port: a new CA, or a new operator with the same CA
+			if tc.opts.Operator {
+				again.CA = s.CA
+			}
+			natstest.RunSecured(t, again)
+			select {
+			case <-p.exited:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("still running against a server that refuses it:\n%s", p.log.String())
+			}
+			if p.exitCode != 1 {
+				t.Fatalf("exit code %d, want 1:\n%s", p.exitCode, p.log.String())
+			}
+			var ended []string
+			for _, l := range errorLines(p.log.String()) {
+				if strings.Contains(l, "ended for good") {
+					ended = append(ended, l)
+				}
+			}
+			if len(ended) != 1 {
+				t.Fatalf("want one line saying the connection ended for good, got %q:\n%s", ended, p.log.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(ended[0], w) {
+					t.Errorf("%q lacks %q", ended[0], w)
+				}
+			}
+		})
+	}
+}

@@ -27,6 +27,11 @@ type SecuredOptions struct {
 	// ServerHosts are the names in the server's certificate (default
 	// localhost and 127.0.0.1).
 	ServerHosts []string
+	// CA signs the server's certificate (default: a new CA).
+	CA *secrets.CA
+	// Port is the client port (default: a random free one), to restart a
+	// server where clients reconnect.
+	Port int
 	// ServerNotBefore and ServerNotAfter bound the server certificate's
 	// validity (default: from an hour ago for a year).
 	ServerNotBefore, ServerNotAfter time.Time
@@ -58,9 +63,11 @@ func AuthConfig() string {
 func RunSecured(t testing.TB, o SecuredOptions) *Secured {
 	t.Helper()
 	dir := t.TempDir()
-	ca, err := secrets.NewCA("test CA", 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
+	ca, err := o.CA, error(nil)
+	if ca == nil {
+		if ca, err = secrets.NewCA("test CA", 24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s := &Secured{Dir: dir, CA: ca, CAFile: filepath.Join(dir, "ca.pem")}
 	writeFile(t, s.CAFile, ca.CertPEM())
@@ -89,6 +96,9 @@ func RunSecured(t testing.TB, o SecuredOptions) *Secured {
 	}
 	opts.ServerName = "secured"
 	opts.Host, opts.Port = "127.0.0.1", -1
+	if o.Port > 0 {
+		opts.Port = o.Port
+	}
 	opts.NoSigs, opts.NoLog = true, true
 	ns, err := server.NewServer(opts)
 	if err != nil {
