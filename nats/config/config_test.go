@@ -198,16 +198,16 @@ func eventPayload(user, region string) []byte {
 	return fmt.Appendf(nil, `{"user_id":%q,"event_type":"ENTER_GAME_MODE","event_payload":{"game_mode":1,"region":%q}}`, user, region)
 }
 
-// TestConfigFilesParse loads every server configuration as nats-server does.
+// TestConfigFilesParse loads every server configuration with passwords as
+// nats-server does. node1-3.conf (compose, operator mode with TLS) include
+// the secrets cmd/natssecrets writes: deploy/compose_test.go loads them
+// with a generated set.
 func TestConfigFilesParse(t *testing.T) {
 	setPasswords(t)
 	for _, tc := range []struct {
 		file, name, store, cluster string
 		port, http                 int
 	}{
-		{"node1.conf", "nats1", "/data", "gamemodes", 4222, 8222},
-		{"node2.conf", "nats2", "/data", "gamemodes", 4222, 8222},
-		{"node3.conf", "nats3", "/data", "gamemodes", 4222, 8222},
 		{"local/node1.conf", "local1", "data/cluster/nats1", "gamemodes-local", 14222, 18222},
 		{"local/node2.conf", "local2", "data/cluster/nats2", "gamemodes-local", 14223, 18223},
 		{"local/node3.conf", "local3", "data/cluster/nats3", "gamemodes-local", 14224, 18224},

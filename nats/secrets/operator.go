@@ -527,6 +527,9 @@ func issue(name string, c config) (*Operator, error) {
 	return o, nil
 }
 
+// PublicKey returns a key pair's public key.
+func PublicKey(kp nkeys.KeyPair) string { return mustPublic(kp) }
+
 func mustPublic(kp nkeys.KeyPair) string {
 	p, err := kp.PublicKey()
 	if err != nil {
