@@ -361,7 +361,7 @@ func (c Config) Explain(err error) error {
 		return &SettingError{Setting: SettingURL, Reason: "the NATS server ended the TLS handshake", Err: err}
 	case strings.Contains(msg, "first record does not look like a TLS handshake") && c.TLSFirst:
 		return &SettingError{Setting: SettingTLSFirst, Reason: "the NATS server does not start with TLS (it is not configured with handshake_first)", Err: err}
-	case errors.Is(err, nats.ErrTimeout) && c.TLS() && !c.TLSFirst:
+	case (errors.Is(err, nats.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded)) && c.TLS() && !c.TLSFirst:
 		return &SettingError{Setting: SettingURL, Reason: "the NATS server sent nothing (if it wants the TLS handshake first, set " + SettingTLSFirst + ")", Err: err}
 	}
 	return err
