@@ -43,7 +43,7 @@ func Example_issueGameServerCredentials() {
 	userPub, _ := user.PublicKey()
 	claims := jwt.NewUserClaims(userPub)
 	claims.Name = "game-server-eu-1"
-	claims.IssuerAccount = account.Public                  // signed by a signing key of this account
+	claims.IssuerAccount = account.Public                    // signed by a signing key of this account
 	claims.UserPermissionLimits = jwt.UserPermissionLimits{} // a scoped user: the scope's permissions apply
 	claims.Expires = time.Now().Add(90 * 24 * time.Hour).Unix()
 	token, err := claims.Encode(signer)
