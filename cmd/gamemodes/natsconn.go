@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,7 +77,7 @@ func connectNATS(url, name string, sec natsconn.Config, log *slog.Logger, fatal 
 		}))
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("%w; NATS %s", sec.Explain(err), redact(url))
+		return nil, fmt.Errorf("%w; NATS %s", sec.Explain(err), natsconn.Redact(url))
 	}
 	l.Conn = nc
 	l.connected.Store(true)
@@ -134,17 +133,4 @@ func (l *natsLink) Close() {
 	if err := l.Conn.Drain(); err != nil {
 		l.Conn.Close()
 	}
-}
-
-// redact hides the user information of every URL of a comma list.
-func redact(url string) string {
-	parts := strings.Split(url, ",")
-	for i, u := range parts {
-		if at := strings.LastIndex(u, "@"); at >= 0 {
-			if j := strings.Index(u, "://"); j >= 0 && j < at {
-				parts[i] = u[:j+3] + "***" + u[at:]
-			}
-		}
-	}
-	return strings.Join(parts, ",")
 }

@@ -18,6 +18,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -372,4 +373,33 @@ func (c Config) Explain(err error) error {
 func IsVerification(err error) bool {
 	var se *SettingError
 	return errors.As(err, &se) || strings.Contains(err.Error(), "remote error: tls:") || strings.Contains(err.Error(), "tls: certificate required")
+}
+
+// AddFlags declares on fs the flags of c's file and TLS settings, under
+// the names of the Setting constants (--nats-creds, --nats-nkey-seed,
+// --nats-tls-ca, --nats-tls-cert, --nats-tls-key, --nats-tls-server-name,
+// --nats-tls-first), for the smaller gamemodes tools (the gamemodes binary
+// declares its own, also read from the environment).
+func (c *Config) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.CredsFile, strings.TrimPrefix(SettingCreds, "--"), "", "NATS credentials file (user JWT and NKey seed) of an operator-mode server")
+	fs.StringVar(&c.NKeySeedFile, strings.TrimPrefix(SettingNKeySeed, "--"), "", "file holding the NKey seed of a NATS NKey user")
+	fs.StringVar(&c.CAFile, strings.TrimPrefix(SettingTLSCA, "--"), "", "PEM file of the CAs that sign the NATS server's certificate (default: the system's roots)")
+	fs.StringVar(&c.CertFile, strings.TrimPrefix(SettingTLSCert, "--"), "", "PEM client certificate for a NATS server that verifies clients (mutual TLS)")
+	fs.StringVar(&c.KeyFile, strings.TrimPrefix(SettingTLSKey, "--"), "", "PEM key of the client certificate")
+	fs.StringVar(&c.ServerName, strings.TrimPrefix(SettingTLSServerName, "--"), "", "name the NATS server's certificate must carry (default: the host of the URL)")
+	fs.BoolVar(&c.TLSFirst, strings.TrimPrefix(SettingTLSFirst, "--"), false, "do the TLS handshake before the NATS server's INFO (a server with handshake_first)")
+}
+
+// Redact hides the user information (user:password@) of every URL of a
+// comma list of NATS URLs, for logs and errors.
+func Redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, u := range parts {
+		if at := strings.LastIndex(u, "@"); at >= 0 {
+			if j := strings.Index(u, "://"); j >= 0 && j < at {
+				parts[i] = u[:j+3] + "***" + u[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
 }
