@@ -146,12 +146,17 @@ func (c Config) Options() ([]nats.Option, error) {
 		}
 		opts = append(opts, o)
 	}
+	// The TLS settings (and this package's verification, with the system's
+	// roots when no CA is given) serve any TLS connection, also one a
+	// tls:// URL or a server requiring TLS asks for; TLS is required here
+	// only when a TLS setting is given.
+	tc, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, func(o *nats.Options) error { o.TLSConfig = tc; return nil })
 	if c.TLS() {
-		tc, err := c.tlsConfig()
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, nats.Secure(tc))
+		opts = append(opts, nats.Secure())
 		if c.TLSFirst {
 			opts = append(opts, nats.TLSHandshakeFirst())
 		}
