@@ -101,7 +101,7 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	fs.StringVar(&c.NATSConfig, "nats-config", "", "nats-server configuration file for the embedded server (users, accounts)")
 	fs.StringVar(&c.NATSUser, "nats-user", "", "NATS user to connect as (or user:password@ in --nats-url)")
-	fs.StringVar(&c.NATSPassword, "nats-password", "", "password of --nats-user (prefer the GAMEMODES_NATS_PASSWORD environment variable)")
+	fs.StringVar(&c.NATSPassword, "nats-password", "", "password of --nats-user (prefer --nats-password-file: a flag shows in ps)")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the embedded NATS server's JetStream store")
 	fs.StringVar(&c.PostgresURL, "postgres-url", "", "Postgres URL of the event archive (also DATABASE_URL); empty: the archiver waits")
 	fs.DurationVar(&c.PlayerTTL, "player-ttl", time.Hour, "how long a player stays counted without any event of theirs (Go duration)")

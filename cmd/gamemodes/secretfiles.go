@@ -13,25 +13,24 @@ import (
 // environment variable: it shows neither in `ps` nor in the process's
 // environment. An error names the flag and the file, never the content.
 func loadSecretFiles(c *Config) error {
-	if c.NATSPasswordFile != "" {
-		if c.NATSPassword != "" {
-			return errors.New("--nats-password-file and --nats-password (or GAMEMODES_NATS_PASSWORD) are both set: give one")
+	for _, f := range []struct {
+		fileFlag, file, flag string
+		value                *string
+	}{
+		{"--nats-password-file", c.NATSPasswordFile, "--nats-password (or GAMEMODES_NATS_PASSWORD)", &c.NATSPassword},
+		{"--postgres-url-file", c.PostgresURLFile, "--postgres-url (or GAMEMODES_POSTGRES_URL)", &c.PostgresURL},
+	} {
+		if f.file == "" {
+			continue
 		}
-		pw, err := readSecretFile("--nats-password-file", c.NATSPasswordFile)
+		if *f.value != "" {
+			return fmt.Errorf("%s and %s are both set: give one", f.fileFlag, f.flag)
+		}
+		v, err := readSecretFile(f.fileFlag, f.file)
 		if err != nil {
 			return err
 		}
-		c.NATSPassword = pw
-	}
-	if c.PostgresURLFile != "" {
-		if c.PostgresURL != "" {
-			return errors.New("--postgres-url-file and --postgres-url (or GAMEMODES_POSTGRES_URL) are both set: give one")
-		}
-		url, err := readSecretFile("--postgres-url-file", c.PostgresURLFile)
-		if err != nil {
-			return err
-		}
-		c.PostgresURL = url
+		*f.value = v
 	}
 	return nil
 }

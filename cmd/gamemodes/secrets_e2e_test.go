@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -22,7 +23,32 @@ import (
 	"github.com/gamemodes/gamemodes/cmd/internal/proctest"
 	"github.com/gamemodes/gamemodes/nats/secrets"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
 )
+
+// waitArchiveTable waits until the archiver has migrated the database (it
+// does so in the background after its start).
+func waitArchiveTable(t *testing.T, pgURL string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var table *string
+		if err := conn.QueryRow(ctx, `SELECT to_regclass('event')::text`).Scan(&table); err != nil {
+			t.Fatal(err)
+		}
+		if table != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the archiver did not create the event table within 30 s")
+		}
+	}
+}
 
 func writeSecret(t *testing.T, name, content string) string {
 	t.Helper()
@@ -98,6 +124,7 @@ func TestSecretsNeverShown(t *testing.T) {
 		t.Fatalf("post with a bad signature: %d", code)
 	}
 	p.waitPopular(map[string]map[int]int64{"US": {1: 1}}, 10*time.Second)
+	waitArchiveTable(t, pg)
 	archiveCheck(t, pg, map[string]bool{"c-1": true}, 30*time.Second) // the archiver used the URL from the file
 
 	for _, path := range []string{"/api/v1/ops/status", "/metrics", "/readyz"} {

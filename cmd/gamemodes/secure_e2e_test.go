@@ -63,6 +63,27 @@ func totalConnections(t *testing.T, ns *server.Server) uint64 {
 	return v.TotalConnections
 }
 
+// gameServer connects a game server with the Go client's options for sec
+// and returns its client, closed at the end of the test.
+func gameServer(t *testing.T, url string, sec client.Security) *client.Client {
+	t.Helper()
+	opts, err := client.ConnectOptions(sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("game server connect: %v", sec.Explain(err))
+	}
+	t.Cleanup(nc.Close)
+	gc, err := client.New(nc, client.WithRegions("US", "EU", "BR"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gc.Close(context.Background()) })
+	return gc
+}
+
 func serveArgs(natsURL string, extra ...string) []string {
 	return append([]string{"serve", "--nats-url", natsURL, "--http-addr", "127.0.0.1:0", "--regions", "US,EU,BR",
 		"--partitions", "8", "--log-format", "json"}, extra...)
@@ -85,20 +106,7 @@ func TestNATSMutualTLS(t *testing.T) {
 	}
 	// A game server over mutual TLS too, with the Go client's options.
 	gsCert, gsKey := s.ClientCert(t, "game-server-1")
-	opts, err := client.ConnectOptions(client.Security{CAFile: s.CAFile, CertFile: gsCert, KeyFile: gsKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(s.URL, opts...)
-	if err != nil {
-		t.Fatalf("game server over mutual TLS: %v", err)
-	}
-	defer nc.Close()
-	gc, err := client.New(nc, client.WithRegions("US", "EU", "BR"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close(context.Background())
+	gc := gameServer(t, s.URL, client.Security{CAFile: s.CAFile, CertFile: gsCert, KeyFile: gsKey})
 	if _, err := gc.Enter(context.Background(), "8", "EU", 2); err != nil {
 		t.Fatalf("game server enter: %v", err)
 	}
@@ -209,26 +217,14 @@ func TestOperatorModeRolesWithTheirOwnCreds(t *testing.T) {
 		}
 		accepted[id] = true
 	}
-	opts, err := client.ConnectOptions(client.Security{CredsFile: s.CredsFile(t, "game_server"), CAFile: s.CAFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(s.URL, opts...)
-	if err != nil {
-		t.Fatalf("game server with its creds: %v", err)
-	}
-	defer nc.Close()
-	gc, err := client.New(nc, client.WithRegions("US", "EU", "BR"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close(context.Background())
+	gc := gameServer(t, s.URL, client.Security{CredsFile: s.CredsFile(t, "game_server"), CAFile: s.CAFile})
 	rc, err := gc.Enter(context.Background(), "4", "BR", 5)
 	if err != nil {
 		t.Fatalf("game server enter: %v", err)
 	}
 	accepted[rc.EventID] = true
 	edge.waitPopular(map[string]map[int]int64{"US": {1: 1, 2: 1, 3: 1}, "BR": {5: 1}}, 15*time.Second)
+	waitArchiveTable(t, pg)
 	archiveCheck(t, pg, accepted, 30*time.Second)
 
 	// Each process is connected as its own user of the GAMEMODES account.
@@ -307,28 +303,15 @@ func TestEmbeddedServerServesMutualTLS(t *testing.T) {
 	p.waitReady()
 
 	gsCert, gsKey := pki.ClientCert(t, "game-server")
-	opts, err := client.ConnectOptions(client.Security{User: "game_server", Password: "GAME_SERVER-test-secret",
+	gc := gameServer(t, p.natsURL, client.Security{User: "game_server", Password: "GAME_SERVER-test-secret",
 		CAFile: pki.CAFile, CertFile: gsCert, KeyFile: gsKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(p.natsURL, opts...)
-	if err != nil {
-		t.Fatalf("game server over mutual TLS to the embedded server: %v", err)
-	}
-	defer nc.Close()
-	gc, err := client.New(nc, client.WithRegions("US", "EU", "BR"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close(context.Background())
 	if _, err := gc.Enter(context.Background(), "42", "US", 4); err != nil {
 		t.Fatalf("enter: %v", err)
 	}
 	p.waitPopular(map[string]map[int]int64{"US": {4: 1}}, 10*time.Second)
 
 	noCert := client.Security{User: "game_server", Password: "GAME_SERVER-test-secret", CAFile: pki.CAFile}
-	opts, _ = client.ConnectOptions(noCert)
+	opts, _ := client.ConnectOptions(noCert)
 	if nc, err := nats.Connect(p.natsURL, append(opts, nats.MaxReconnects(0))...); err == nil {
 		nc.Close()
 		t.Fatal("connected without a client certificate")
@@ -395,5 +378,29 @@ func TestNATSRefusalOnReconnectEndsTheProcess(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEmbeddedServerInOperatorMode: the embedded server loads the
+// operator-mode configuration cmd/natssecrets writes (a memory resolver
+// with the accounts of nats/config as JWTs); the process connects with the
+// admin creds and a game server publishes with its own.
+func TestEmbeddedServerInOperatorMode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "secrets")
+	if _, err := secrets.WriteDeployment(dir, secrets.DeploymentOptions{AuthConfig: natstest.AuthConfig(), ServerHosts: []string{"127.0.0.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, proctest.FreePort(t), proctest.FreePort(t), t.TempDir(),
+		"--nats-config", filepath.Join(dir, secrets.ServerDir, secrets.ResolverFile),
+		"--nats-creds", filepath.Join(dir, secrets.CredsFile("admin")))
+	p.waitReady()
+	gc := gameServer(t, p.natsURL, client.Security{CredsFile: filepath.Join(dir, secrets.CredsFile("game_server"))})
+	if _, err := gc.Enter(context.Background(), "42", "BR", 6); err != nil {
+		t.Fatalf("enter: %v", err)
+	}
+	p.waitPopular(map[string]map[int]int64{"BR": {6: 1}}, 10*time.Second)
+	if nc, err := nats.Connect(p.natsURL, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("connected without credentials")
 	}
 }
