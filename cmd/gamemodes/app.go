@@ -76,7 +76,11 @@ func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg Config, log *slog.Logger) (*
 			url = "nats://" + ns.Addr().String()
 		}
 	}
-	link, err := connectNATS(url, cfg.InstanceID, cfg.natsSecurity(), log, func(error) { _ = sd.Shutdown(fx.ExitCode(1)) }, inProcess...)
+	sec := cfg.natsSecurity()
+	if inProcess != nil { // no TLS in-process: the --nats-tls-* flags are for other servers
+		sec.CAFile, sec.CertFile, sec.KeyFile, sec.ServerName, sec.TLSFirst = "", "", "", "", false
+	}
+	link, err := connectNATS(url, cfg.InstanceID, sec, log, func(error) { _ = sd.Shutdown(fx.ExitCode(1)) }, inProcess...)
 	if err != nil {
 		return nil, err
 	}
