@@ -59,7 +59,8 @@ func AuthConfig() string {
 }
 
 // RunSecured starts a node requiring TLS on a random loopback port, shut
-// down at the end of the test.
+// down at the end of the test. With NATSTEST_LOG set in the environment the
+// server's log lines go to the test's log (to see why it refused a client).
 func RunSecured(t testing.TB, o SecuredOptions) *Secured {
 	t.Helper()
 	dir := t.TempDir()
