@@ -42,7 +42,7 @@ type NATS struct {
 // (refused credentials or certificate) stops the process with exit code 1.
 func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg Config, log *slog.Logger) (*NATS, error) {
 	n := &NATS{}
-	url := cfg.NATSURL
+	url, sec := cfg.NATSURL, cfg.natsSecurity()
 	var inProcess []nats.Option
 	if url == "" {
 		ns, err := embedded.Start(embedded.Options{
@@ -62,23 +62,12 @@ func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg Config, log *slog.Logger) (*
 			return nil, err
 		}
 		n.Embedded = ns
-		url = ns.ClientURL()
-		log.Info("embedded NATS server started", "url", url, "store", cfg.DataDir, "tls", cfg.NATSListenTLSCert != "", "verify_clients", cfg.NATSListenTLSCA != "")
+		log.Info("embedded NATS server started", "url", ns.ClientURL(), "store", cfg.DataDir, "tls", cfg.NATSListenTLSCert != "", "verify_clients", cfg.NATSListenTLSCA != "")
 		lc.Append(fx.StopHook(func() {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}))
-		if cfg.NATSListenTLSCert != "" {
-			// The client port requires TLS (and maybe a client
-			// certificate): this process reaches its own server in-process.
-			// (A tls:// URL would make the client ask for TLS.)
-			inProcess = append(inProcess, nats.InProcessServer(ns))
-			url = "nats://" + ns.Addr().String()
-		}
-	}
-	sec := cfg.natsSecurity()
-	if inProcess != nil { // no TLS in-process: the --nats-tls-* flags are for other servers
-		sec.CAFile, sec.CertFile, sec.KeyFile, sec.ServerName, sec.TLSFirst = "", "", "", "", false
+		url, sec, inProcess = cfg.embeddedConnection(ns)
 	}
 	link, err := connectNATS(url, cfg.InstanceID, sec, log, func(error) { _ = sd.Shutdown(fx.ExitCode(1)) }, inProcess...)
 	if err != nil {

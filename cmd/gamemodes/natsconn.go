@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/nats/natsconn"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
@@ -20,6 +21,20 @@ func (c Config) natsSecurity() natsconn.Config {
 		CAFile: c.NATSTLSCA, CertFile: c.NATSTLSCert, KeyFile: c.NATSTLSKey,
 		ServerName: c.NATSTLSServerName, TLSFirst: c.NATSTLSFirst,
 	}
+}
+
+// embeddedConnection is how this process reaches its own embedded server
+// ns: over TCP with the flags' credentials, or, when the client port
+// requires TLS (and maybe a client certificate), in-process with the same
+// credentials and no TLS (the --nats-tls-* flags are for other servers; a
+// tls:// URL would make the client ask for TLS).
+func (c Config) embeddedConnection(ns *server.Server) (string, natsconn.Config, []nats.Option) {
+	sec := c.natsSecurity()
+	if c.NATSListenTLSCert == "" {
+		return ns.ClientURL(), sec, nil
+	}
+	sec.CAFile, sec.CertFile, sec.KeyFile, sec.ServerName, sec.TLSFirst = "", "", "", "", false
+	return "nats://" + ns.Addr().String(), sec, []nats.Option{nats.InProcessServer(ns)}
 }
 
 // natsLink is the process's NATS connection. It is never retried at
