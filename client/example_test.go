@@ -185,3 +185,29 @@ func ExampleClient_SubscribeRegion() {
 	// mode 1: 2000 players
 	// mode 2: 1000 players
 }
+
+// ExampleConnectOptions connects a game server to a NATS that requires
+// TLS and runs in operator mode, with the game server's .creds file (see
+// nats/config/README.md for issuing one) and, where the server verifies
+// clients, a client certificate.
+func ExampleConnectOptions() {
+	sec := client.Security{
+		CredsFile: "/etc/gameserver/game_server.creds",
+		CAFile:    "/etc/gameserver/nats-ca.pem",
+		CertFile:  "/etc/gameserver/client.pem", // mutual TLS only
+		KeyFile:   "/etc/gameserver/client-key.pem",
+	}
+	opts, err := client.ConnectOptions(sec)
+	if err != nil {
+		log.Fatal(err) // e.g. "--nats-creds /etc/gameserver/game_server.creds: cannot read the credentials file (no such file or directory)"
+	}
+	nc, err := nats.Connect("nats://nats1:4222,nats://nats2:4222", append(opts, nats.MaxReconnects(-1))...)
+	if err != nil {
+		log.Fatal(sec.Explain(err)) // e.g. "--nats-tls-ca /etc/gameserver/nats-ca.pem: the NATS server's certificate (CN=nats) is not signed by this CA (...)"
+	}
+	c, err := client.New(nc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(context.Background())
+}

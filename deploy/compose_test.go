@@ -7,6 +7,7 @@ package deploy_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/gamemodes/gamemodes/nats/secrets"
 	"github.com/nats-io/nats-server/v2/server"
 	yaml "go.yaml.in/yaml/v4"
 )
@@ -142,8 +144,9 @@ func TestComposeServices(t *testing.T) {
 
 func TestComposeGamemodesServices(t *testing.T) {
 	p := loadProject(t, nil)
-	pw := passwordVars(t)
-	nats1 := service(t, p, "nats1")
+	if got := secretFile(t, p, "nats_ca"); got != filepath.Join("deploy/secrets", secrets.CAFile) {
+		t.Errorf("secret nats_ca is %s, want deploy/secrets/%s", got, secrets.CAFile)
+	}
 	for name, role := range gamemodesServices {
 		t.Run(name, func(t *testing.T) {
 			s := service(t, p, name)
@@ -162,23 +165,42 @@ func TestComposeGamemodesServices(t *testing.T) {
 			if env(s, "GAMEMODES_REPLICAS") != "3" {
 				t.Errorf("GAMEMODES_REPLICAS %q, want 3", env(s, "GAMEMODES_REPLICAS"))
 			}
-			// One URL per NATS node, each with this role's user and the
-			// password the NATS servers get.
+			// One URL per NATS node, no password in it: the service
+			// authenticates with its own credentials file over TLS.
 			urls := strings.Split(env(s, "GAMEMODES_NATS_URL"), ",")
 			var hosts []string
 			for _, raw := range urls {
 				u, err := url.Parse(raw)
-				if err != nil || u.Scheme != "nats" || u.Port() != "4222" {
-					t.Fatalf("NATS URL %q", raw)
+				if err != nil || u.Scheme != "nats" || u.Port() != "4222" || u.User != nil {
+					t.Fatalf("NATS URL %q: want nats://<node>:4222 without user information", raw)
 				}
 				hosts = append(hosts, u.Hostname())
-				pass, _ := u.User.Password()
-				if u.User.Username() != role || pass == "" || pass != env(nats1, pw[role]) {
-					t.Errorf("NATS URL %q: want user %s with the password of $%s (%q)", raw, role, pw[role], env(nats1, pw[role]))
-				}
 			}
 			if !slices.Equal(hosts, natsServices) {
 				t.Errorf("NATS hosts %v, want %v", hosts, natsServices)
+			}
+			// Its own creds and the CA, nothing else (least privilege).
+			var names []string
+			for _, sec := range s.Secrets {
+				names = append(names, sec.Source)
+			}
+			slices.Sort(names)
+			want := []string{"nats_ca", role + "_creds"}
+			slices.Sort(want)
+			if !slices.Equal(names, want) {
+				t.Errorf("secrets %v, want %v", names, want)
+			}
+			if got, want := env(s, "GAMEMODES_NATS_CREDS"), "/run/secrets/"+role+"_creds"; got != want {
+				t.Errorf("GAMEMODES_NATS_CREDS %q, want %q", got, want)
+			}
+			if got := env(s, "GAMEMODES_NATS_TLS_CA"); got != "/run/secrets/nats_ca" {
+				t.Errorf("GAMEMODES_NATS_TLS_CA %q, want /run/secrets/nats_ca", got)
+			}
+			if got, want := secretFile(t, p, role+"_creds"), filepath.Join("deploy/secrets", secrets.CredsFile(role)); got != want {
+				t.Errorf("secret %s_creds is %s, want %s (cmd/natssecrets writes it)", role, got, want)
+			}
+			if user := passwordVars(t)[role]; user == "" {
+				t.Errorf("role %s is not a user of auth.conf", role)
 			}
 			if s.HealthCheck == nil || !slices.Contains(s.HealthCheck.Test, "http://127.0.0.1:8080/readyz") {
 				t.Errorf("healthcheck %v: want /readyz", s.HealthCheck)
@@ -211,24 +233,41 @@ func TestComposeGamemodesServices(t *testing.T) {
 	}
 }
 
-// TestComposePasswordsFromEnvironment: a password set in the environment
-// reaches both the NATS servers and the role's URLs.
-func TestComposePasswordsFromEnvironment(t *testing.T) {
-	p := loadProject(t, []string{"WORKER_PASSWORD=s3cret", "GAME_SERVER_PASSWORD=gs-prod"})
-	if got := env(service(t, p, "nats2"), "WORKER_PASSWORD"); got != "s3cret" {
-		t.Errorf("nats2 WORKER_PASSWORD %q", got)
+// secretFile returns the file of a compose secret, relative to the repository.
+func secretFile(t *testing.T, p *types.Project, name string) string {
+	t.Helper()
+	sec, ok := p.Secrets[name]
+	if !ok {
+		t.Fatalf("no secret %s (have %v)", name, p.Secrets)
 	}
-	if got := env(service(t, p, "nats3"), "GAME_SERVER_PASSWORD"); got != "gs-prod" {
-		t.Errorf("nats3 GAME_SERVER_PASSWORD %q", got)
+	abs, _ := filepath.Abs(root)
+	rel, err := filepath.Rel(abs, sec.File)
+	if err != nil {
+		return sec.File
 	}
-	if u := env(service(t, p, "worker2"), "GAMEMODES_NATS_URL"); strings.Count(u, "worker:s3cret@") != 3 {
-		t.Errorf("worker2 NATS URL %q does not use WORKER_PASSWORD", u)
+	return rel
+}
+
+// TestComposeSecretsFolder: GAMEMODES_SECRETS moves every secret (the NATS
+// nodes' folder and the services' files) to another folder.
+func TestComposeSecretsFolder(t *testing.T) {
+	p := loadProject(t, []string{"GAMEMODES_SECRETS=/srv/gamemodes-secrets"})
+	for _, n := range natsServices {
+		found := false
+		for _, v := range service(t, p, n).Volumes {
+			found = found || (v.Target == "/etc/nats-secrets" && v.Source == "/srv/gamemodes-secrets/"+secrets.ServerDir)
+		}
+		if !found {
+			t.Errorf("%s does not mount /srv/gamemodes-secrets/%s on /etc/nats-secrets", n, secrets.ServerDir)
+		}
+	}
+	if got := p.Secrets["archiver_creds"].File; got != filepath.Join("/srv/gamemodes-secrets", secrets.CredsFile("archiver")) {
+		t.Errorf("archiver_creds is %s", got)
 	}
 }
 
 func TestComposeNATS(t *testing.T) {
 	p := loadProject(t, nil)
-	pw := passwordVars(t)
 	for i, name := range natsServices {
 		t.Run(name, func(t *testing.T) {
 			s := service(t, p, name)
@@ -251,19 +290,77 @@ func TestComposeNATS(t *testing.T) {
 			if !found {
 				t.Errorf("no volume on /data (the JetStream store)")
 			}
-			for user, v := range pw {
-				if env(s, v) == "" {
-					t.Errorf("no %s for user %s", v, user)
-				}
-				t.Setenv(v, env(s, v))
+			if s.WorkingDir != "/etc/nats" {
+				t.Errorf("working_dir %q, want /etc/nats (the TLS paths of the node files are relative to it)", s.WorkingDir)
 			}
-			// The file, as the container's nats-server reads it.
-			o, err := server.ProcessConfigFile(file)
+			if src := bindSource(t, s, "/etc/nats-secrets"); src != filepath.Join("deploy/secrets", secrets.ServerDir) {
+				t.Errorf("/etc/nats-secrets mounts %s, want deploy/secrets/%s", src, secrets.ServerDir)
+			}
+			// The file, as the container's nats-server reads it: the
+			// configuration folder on /etc/nats, the secrets of
+			// cmd/natssecrets on /etc/nats-secrets, working directory /etc/nats.
+			etc := filepath.Join(t.TempDir(), "etc")
+			secretsDir := filepath.Join(t.TempDir(), "secrets")
+			op, err := secrets.WriteDeployment(secretsDir, secrets.DeploymentOptions{
+				AuthConfig: filepath.Join(root, "nats/config/auth.conf"), ServerHosts: []string{"nats1", "nats2", "nats3", "localhost", "127.0.0.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Join(etc, "nats"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			confs, _ := filepath.Glob(filepath.Join(root, dir, "*.conf"))
+			for _, c := range confs {
+				b, err := os.ReadFile(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(etc, "nats", filepath.Base(c)), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Rename(filepath.Join(secretsDir, secrets.ServerDir), filepath.Join(etc, "nats-secrets")); err != nil {
+				t.Fatal(err)
+			}
+			t.Chdir(filepath.Join(etc, "nats"))
+			o, err := server.ProcessConfigFile(filepath.Base(conf))
 			if err != nil {
 				t.Fatalf("%s: %v", file, err)
 			}
 			if o.ServerName != name || o.StoreDir != "/data" || o.Port != 4222 || o.HTTPPort != 8222 {
 				t.Errorf("%s: name %q store %q port %d http %d", file, o.ServerName, o.StoreDir, o.Port, o.HTTPPort)
+			}
+			if o.TLSConfig == nil {
+				t.Errorf("%s: the client port does not require TLS", file)
+			}
+			if o.Cluster.TLSConfig == nil || o.Cluster.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+				t.Errorf("%s: the routes do not run mutual TLS", file)
+			}
+			if len(o.TrustedOperators) != 1 || o.TrustedOperators[0].Subject != secrets.PublicKey(op.Key) {
+				t.Errorf("%s: does not trust the generated operator", file)
+			}
+			if o.SystemAccount != op.Account("SYS").Public {
+				t.Errorf("%s: system account %s", file, o.SystemAccount)
+			}
+			if _, ok := o.AccountResolver.(*server.MemAccResolver); !ok || len(o.Users) != 0 {
+				t.Errorf("%s: resolver %T and %d password users, want the memory resolver and none", file, o.AccountResolver, len(o.Users))
+			}
+			// Every account of auth.conf is preloaded (when the server is
+			// made; it is not started), and the certificate names every
+			// host clients and routes dial.
+			if _, err := server.NewServer(o); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			for _, a := range []string{"GAMEMODES", "GAME_SERVERS", "SYS"} {
+				if _, err := o.AccountResolver.Fetch(op.Account(a).Public); err != nil {
+					t.Errorf("%s: account %s not preloaded: %v", file, a, err)
+				}
+			}
+			leaf := o.TLSConfig.Certificates[0].Leaf
+			for _, h := range []string{"nats1", "nats2", "nats3", "localhost"} {
+				if err := leaf.VerifyHostname(h); err != nil {
+					t.Errorf("server certificate: %v", err)
+				}
 			}
 			var routes []string
 			for _, r := range o.Routes {

@@ -46,6 +46,9 @@ const (
 	// CodeOverloaded answers 503 with Retry-After: Config.MaxInflight events
 	// are being stored already.
 	CodeOverloaded = "overloaded"
+	// CodeHTTPSRequired answers 400 on a port serving HTTPS (Config.TLSCertFile)
+	// to a client that sent plain HTTP; the connection is then closed.
+	CodeHTTPSRequired = "https_required"
 )
 
 // RetryAfterSeconds is the Retry-After value of a 503 unavailable answer.

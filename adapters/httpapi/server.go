@@ -20,6 +20,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -175,6 +176,14 @@ type Config struct {
 	// /api/v1/popular_game_modes/stream, default 10000); beyond it the
 	// answer is 503 overloaded with Retry-After. A negative value means no cap.
 	MaxStreams int
+	// TLSCertFile and TLSKeyFile, if set, make the server serve HTTPS with
+	// this PEM certificate (chain) and key, reloaded when either file
+	// changes (checked every TLSReloadInterval, default 1s) and on
+	// Server.ReloadTLS, so a renewal needs no restart. A client sending
+	// plain HTTP to the port gets 400 https_required. Empty: plain HTTP.
+	TLSCertFile, TLSKeyFile string
+	// TLSReloadInterval is how often the TLS files are checked for a change.
+	TLSReloadInterval time.Duration
 	// StreamPingInterval is how long a lobby stream may stay silent before
 	// it sends a comment line, so that proxies keep it open (default 15s).
 	// A stream whose client cannot take a write for WriteTimeout is closed.
@@ -321,6 +330,8 @@ type Server struct {
 	streams     LobbyStreams
 	openStreams *streamSet
 
+	certs *certReloader // nil: plain HTTP
+
 	mu       sync.Mutex
 	ln       net.Listener
 	served   chan struct{} // closed when the serve goroutine returns
@@ -427,9 +438,27 @@ func (s *Server) Listen(addr string) error {
 	if s.stopping.Load() {
 		return errors.New("httpapi: server is shut down")
 	}
+	var certs *certReloader
+	if s.cfg.TLSCertFile != "" || s.cfg.TLSKeyFile != "" {
+		var err error
+		if certs, err = newCertReloader(s.cfg.TLSCertFile, s.cfg.TLSKeyFile, s.log); err != nil {
+			return fmt.Errorf("httpapi: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("httpapi: listen %s: %w", addr, err)
+	}
+	if certs != nil {
+		s.certs = certs
+		ln = httpsListener{Listener: ln, config: &tls.Config{
+			MinVersion: tls.VersionTLS12, GetCertificate: certs.getCertificate, NextProtos: []string{"http/1.1"},
+		}}
+		every := s.cfg.TLSReloadInterval
+		if every <= 0 {
+			every = DefaultTLSReloadInterval
+		}
+		go certs.watch(s.base, every)
 	}
 	s.ln = ln
 	s.served = make(chan struct{})
@@ -440,6 +469,20 @@ func (s *Server) Listen(addr string) error {
 		}
 	}(s.served)
 	return nil
+}
+
+// ReloadTLS loads the TLS certificate and key files again now (on SIGHUP,
+// say); new connections get the new certificate. It fails,
+// keeping the previous certificate, when the files do not load, and does
+// nothing on a plain HTTP server.
+func (s *Server) ReloadTLS() error {
+	s.mu.Lock()
+	certs := s.certs
+	s.mu.Unlock()
+	if certs == nil {
+		return nil
+	}
+	return certs.reload(true)
 }
 
 // Addr returns the bound address (useful after listening on port 0), or ""

@@ -13,6 +13,7 @@ import (
 	"github.com/gamemodes/gamemodes/adapters/postgres"
 	"github.com/gamemodes/gamemodes/modules/rebuild"
 	"github.com/gamemodes/gamemodes/nats/embedded"
+	"github.com/gamemodes/gamemodes/nats/natsconn"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	schema "github.com/gamemodes/gamemodes/sql"
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,6 +29,10 @@ func migrate(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "gamemodes migrate: %v\n", err)
 		return 2
+	}
+	if err := loadSecretFiles(&cfg); err != nil {
+		fmt.Fprintf(stderr, "gamemodes migrate: %v\n", err)
+		return 1
 	}
 	if cfg.PostgresURL == "" {
 		fmt.Fprintln(stderr, "gamemodes migrate: --postgres-url (or DATABASE_URL) is required")
@@ -63,6 +68,10 @@ func runRebuild(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gamemodes rebuild: %v\n", err)
 		return 2
 	}
+	if err := loadSecretFiles(&cfg); err != nil {
+		fmt.Fprintf(stderr, "gamemodes rebuild: %v\n", err)
+		return 1
+	}
 	if cfg.PostgresURL == "" {
 		fmt.Fprintln(stderr, "gamemodes rebuild: --postgres-url (or DATABASE_URL) is required")
 		return 2
@@ -78,8 +87,9 @@ func runRebuild(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 
-	url := cfg.NATSURL
+	url, sec := cfg.NATSURL, cfg.natsSecurity()
 	if url == "" {
+		sec = natsconn.Config{} // its own embedded server on --data-dir: no users, no TLS
 		ns, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: cfg.DataDir, ServerName: "gamemodes-rebuild", Logger: log})
 		if err != nil {
 			log.Error("embedded NATS on --data-dir", "err", err)
@@ -88,12 +98,13 @@ func runRebuild(args []string, stdout, stderr io.Writer) int {
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		url = ns.ClientURL()
 	}
-	nc, err := connectNATS(url, cfg.InstanceID+"-rebuild", cfg.NATSUser, cfg.NATSPassword, log)
+	link, err := connectNATS(url, cfg.InstanceID+"-rebuild", sec, log, nil)
 	if err != nil {
-		log.Error("connect", "err", err)
+		log.Error("cannot start", "err", err)
 		return 1
 	}
-	defer nc.Close()
+	defer link.Close()
+	nc := link.Conn
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(65536))
 	if err != nil {
 		log.Error("jetstream", "err", err)

@@ -38,38 +38,43 @@ type NATS struct {
 }
 
 // newNATS starts the embedded server when no URL is configured, connects,
-// and ensures the stream and buckets.
-func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
+// and ensures the stream and buckets. A connection that ends for good
+// (refused credentials or certificate) stops the process with exit code 1.
+func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg Config, log *slog.Logger) (*NATS, error) {
 	n := &NATS{}
-	url := cfg.NATSURL
+	url, sec := cfg.NATSURL, cfg.natsSecurity()
+	var inProcess []nats.Option
 	if url == "" {
 		ns, err := embedded.Start(embedded.Options{
 			Listen: cfg.NATSListen, DataDir: cfg.DataDir, ServerName: "gamemodes-" + cfg.InstanceID,
 			ConfigFile: cfg.NATSConfig, Logger: log,
+			TLSCert: cfg.NATSListenTLSCert, TLSKey: cfg.NATSListenTLSKey, TLSCA: cfg.NATSListenTLSCA,
 		})
 		if err != nil {
-			if errors.Is(err, embedded.ErrListen) {
+			switch {
+			case errors.Is(err, embedded.ErrListen):
 				return nil, fmt.Errorf("--nats-listen %s: cannot start the embedded NATS server there (port in use?); choose another address with --nats-listen or use an external server with --nats-url: %w", cfg.NATSListen, err)
+			case errors.Is(err, embedded.ErrTLS):
+				return nil, fmt.Errorf("--nats-listen-tls-cert %s, --nats-listen-tls-key %s, --nats-listen-tls-ca %s: %w", cfg.NATSListenTLSCert, cfg.NATSListenTLSKey, cfg.NATSListenTLSCA, err)
+			case cfg.NATSConfig != "":
+				return nil, fmt.Errorf("--nats-config %s: %w", cfg.NATSConfig, err)
 			}
 			return nil, err
 		}
 		n.Embedded = ns
-		url = ns.ClientURL()
-		log.Info("embedded NATS server started", "url", url, "store", cfg.DataDir)
+		log.Info("embedded NATS server started", "url", ns.ClientURL(), "store", cfg.DataDir, "tls", cfg.NATSListenTLSCert != "", "verify_clients", cfg.NATSListenTLSCA != "")
 		lc.Append(fx.StopHook(func() {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}))
+		url, sec, inProcess = cfg.embeddedConnection(ns)
 	}
-	nc, err := connectNATS(url, cfg.InstanceID, cfg.NATSUser, cfg.NATSPassword, log)
+	link, err := connectNATS(url, cfg.InstanceID, sec, log, func(error) { _ = sd.Shutdown(fx.ExitCode(1)) }, inProcess...)
 	if err != nil {
 		return nil, err
 	}
-	lc.Append(fx.StopHook(func() {
-		if err := nc.Drain(); err != nil {
-			nc.Close()
-		}
-	}))
+	nc := link.Conn
+	lc.Append(fx.StopHook(link.Close))
 	n.Conn = nc
 	if n.JS, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(65536), jetstream.WithPublishAsyncTimeout(5*time.Second)); err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -158,43 +163,6 @@ func jetStreamNotReady(err error) bool {
 	return false
 }
 
-func connectNATS(url, name, user, password string, log *slog.Logger) (*nats.Conn, error) {
-	var auth []nats.Option
-	if user != "" {
-		auth = append(auth, nats.UserInfo(user, password))
-	}
-	nc, err := nats.Connect(url, append(auth,
-		nats.Name("gamemodes "+name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.RetryOnFailedConnect(false),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("NATS disconnected", "err", err)
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subject := ""
-			if sub != nil {
-				subject = sub.Subject
-			}
-			log.Warn("NATS async error", "subject", subject, "err", err)
-		}))...,
-	)
-	if err != nil {
-		return nil, fmt.Errorf("--nats-url %s: connect: %w", redact(url), err)
-	}
-	return nc, nil
-}
-
-func redact(url string) string {
-	if at := strings.LastIndex(url, "@"); at >= 0 {
-		if i := strings.Index(url, "://"); i >= 0 && i < at {
-			return url[:i+3] + "***" + url[at:]
-		}
-	}
-	return url
-}
-
 func newRegistry() (*prometheus.Registry, prometheus.Registerer, prometheus.Gatherer) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -254,6 +222,9 @@ func appOptions(cfg Config, log *slog.Logger) fx.Option {
 		fx.Provide(fx.Annotate(func(r readiness) readiness { return r }, fx.As(new(httpapi.Readiness)))),
 		httpapi.Module,
 	)
+	if cfg.TLSCert != "" {
+		opts = append(opts, reloadHTTPSOnHangup)
+	}
 	return fx.Options(opts...)
 }
 
@@ -394,8 +365,11 @@ func httpConfig(cfg Config, log *slog.Logger) (httpapi.Config, error) {
 	if auth != nil {
 		log.Info("authentication of POST /api/v1/event on", "algorithms", auth.Algorithms())
 	}
+	if err := checkHTTPS(cfg); err != nil {
+		return httpapi.Config{}, err
+	}
 	hc := httpapi.Config{
-		Addr: cfg.HTTPAddr, Auth: auth,
+		Addr: cfg.HTTPAddr, Auth: auth, TLSCertFile: cfg.TLSCert, TLSKeyFile: cfg.TLSKey,
 		UserRateLimit: cfg.RateLimitUser, UserRateBurst: cfg.RateBurstUser,
 		AddrRateLimit: cfg.RateLimitAddr, AddrRateBurst: cfg.RateBurstAddr,
 		TrustedProxies: cfg.TrustedProxies, MaxInflight: cfg.MaxInflight,

@@ -61,6 +61,23 @@ type Config struct {
 	ConsistencyWait    time.Duration
 	ConsistencyWaiters int
 
+	// Secured connections: NATS client credentials and TLS, the embedded
+	// server's TLS, HTTPS on the edge, secrets read from files.
+	NATSCreds         string
+	NATSNKeySeed      string
+	NATSTLSCA         string
+	NATSTLSCert       string
+	NATSTLSKey        string
+	NATSTLSServerName string
+	NATSTLSFirst      bool
+	NATSPasswordFile  string
+	NATSListenTLSCert string
+	NATSListenTLSKey  string
+	NATSListenTLSCA   string
+	TLSCert           string
+	TLSKey            string
+	PostgresURLFile   string
+
 	catalog *domain.Catalog
 }
 
@@ -84,7 +101,7 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server")
 	fs.StringVar(&c.NATSConfig, "nats-config", "", "nats-server configuration file for the embedded server (users, accounts)")
 	fs.StringVar(&c.NATSUser, "nats-user", "", "NATS user to connect as (or user:password@ in --nats-url)")
-	fs.StringVar(&c.NATSPassword, "nats-password", "", "password of --nats-user (prefer the GAMEMODES_NATS_PASSWORD environment variable)")
+	fs.StringVar(&c.NATSPassword, "nats-password", "", "password of --nats-user (prefer --nats-password-file: a flag shows in ps)")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory of the embedded NATS server's JetStream store")
 	fs.StringVar(&c.PostgresURL, "postgres-url", "", "Postgres URL of the event archive (also DATABASE_URL); empty: the archiver waits")
 	fs.DurationVar(&c.PlayerTTL, "player-ttl", time.Hour, "how long a player stays counted without any event of theirs (Go duration)")
@@ -112,6 +129,21 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.IntVar(&c.MaxStreams, "max-streams", 0, "open lobby streams (SSE) before GET /api/v1/popular_game_modes/stream answers 503 overloaded (0: 10000, negative: no cap)")
 	fs.DurationVar(&c.FlushEvery, "shard-flush-interval", 5*time.Millisecond, "least time between two count-shard writes of a partition (an idle partition writes a change at once)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty: off")
+	// Secured connections (README "Securing connections").
+	fs.StringVar(&c.NATSCreds, "nats-creds", "", "NATS credentials file (user JWT and NKey seed) of an operator-mode server")
+	fs.StringVar(&c.NATSNKeySeed, "nats-nkey-seed", "", "file holding the NKey seed (SU...) of a NATS NKey user")
+	fs.StringVar(&c.NATSTLSCA, "nats-tls-ca", "", "PEM file of the CAs that sign the NATS server's certificate (default: the system's roots)")
+	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "PEM client certificate for a NATS server that verifies clients (mutual TLS); with --nats-tls-key")
+	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "PEM key of --nats-tls-cert")
+	fs.StringVar(&c.NATSTLSServerName, "nats-tls-server-name", "", "name the NATS server's certificate must carry (default: the host of the URL)")
+	fs.BoolVar(&c.NATSTLSFirst, "nats-tls-first", false, "do the TLS handshake before the NATS server's INFO (a server with handshake_first)")
+	fs.StringVar(&c.NATSPasswordFile, "nats-password-file", "", "file holding the password of --nats-user (preferred to --nats-password)")
+	fs.StringVar(&c.NATSListenTLSCert, "nats-listen-tls-cert", "", "PEM certificate the embedded NATS server serves TLS with; with --nats-listen-tls-key")
+	fs.StringVar(&c.NATSListenTLSKey, "nats-listen-tls-key", "", "PEM key of --nats-listen-tls-cert")
+	fs.StringVar(&c.NATSListenTLSCA, "nats-listen-tls-ca", "", "PEM CAs whose client certificates the embedded NATS server requires (mutual TLS)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) of the HTTP edge: serve HTTPS; reloaded on SIGHUP and when the file changes")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&c.PostgresURLFile, "postgres-url-file", "", "file holding the Postgres URL of the archive (preferred to --postgres-url: the URL may hold a password)")
 	finish := func() error {
 		var err error
 		if c.Roles, err = parseRoles(*roles); err != nil {
@@ -119,7 +151,7 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 		}
 		// The instance id names this worker in the membership bucket: a KV key.
 		c.InstanceID = jsadapter.MemberID(c.InstanceID)
-		if c.PostgresURL == "" {
+		if c.PostgresURL == "" && c.PostgresURLFile == "" {
 			c.PostgresURL = os.Getenv("DATABASE_URL")
 		}
 		c.Regions = domain.ParseRegions(*regions)

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/dig"
 	"go.uber.org/fx"
 	"golang.org/x/term"
 )
@@ -87,17 +88,21 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	log := newLogger(cfg, stderr)
 	slog.SetDefault(log)
+	if err := loadSecretFiles(&cfg); err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
 	tuneRuntime()
 	servePprof(cfg.PprofAddr, log)
 	app := fx.New(appOptions(cfg, log), fx.NopLogger, fx.StartTimeout(60*time.Second), fx.StopTimeout(20*time.Second))
 	if err := app.Err(); err != nil {
-		log.Error("cannot build the application", "err", err)
+		log.Error("cannot start", "err", startFailure(err))
 		return 1
 	}
 	startCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := app.Start(startCtx); err != nil {
-		log.Error("start failed", "err", err)
+		log.Error("cannot start", "err", startFailure(err))
 		stopCtx, cancelStop := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancelStop()
 		_ = app.Stop(stopCtx)
@@ -106,8 +111,13 @@ func serve(args []string, stderr io.Writer) int {
 	log.Info("gamemodes started", "roles", cfg.Roles, "http_addr", cfg.HTTPAddr)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
+	code := 0
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	case s := <-app.Wait(): // the NATS connection ended for good (logged)
+		code = s.ExitCode
+	}
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancelStop()
 	if err := app.Stop(stopCtx); err != nil {
@@ -115,5 +125,12 @@ func serve(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("stopped")
-	return 0
+	return code
+}
+
+// startFailure is the error a constructor or start hook returned, without
+// fx's and dig's account of where (their text names Go functions, not
+// flags): the errors of this program name the flag at fault.
+func startFailure(err error) error {
+	return dig.RootCause(err)
 }

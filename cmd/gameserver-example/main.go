@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/client"
+	"github.com/gamemodes/gamemodes/nats/natsconn"
 	"github.com/nats-io/nats.go"
 )
 
@@ -38,6 +39,7 @@ type config struct {
 	heartbeat time.Duration
 	linger    time.Duration
 	prefix    string
+	security  client.Security
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -45,6 +47,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("gameserver-example", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.natsURL, "nats-url", nats.DefaultURL, "the service's NATS URL (credentials may be in it, e.g. nats://game_server:PASSWORD@host:4222)")
+	cfg.security.AddFlags(fs) // --nats-creds, --nats-tls-ca, ... (client.Security)
 	fs.StringVar(&cfg.region, "region", "US", "the game server's region")
 	fs.IntVar(&cfg.players, "players", 10, "how many players to simulate")
 	fs.DurationVar(&cfg.session, "session", 10*time.Second, "average time a player stays in a game mode (each session lasts 50-150% of it)")
@@ -99,9 +102,13 @@ func (p *printer) printf(format string, args ...any) {
 // time has passed, or until ctx ends (the players then leave at once).
 func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	out := &printer{w: stdout}
-	nc, err := nats.Connect(cfg.natsURL, nats.Name("gameserver-example"), nats.MaxReconnects(-1))
+	opts, err := client.ConnectOptions(cfg.security)
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", cfg.natsURL, err)
+		return err
+	}
+	nc, err := nats.Connect(cfg.natsURL, append(opts, nats.Name("gameserver-example"), nats.MaxReconnects(-1))...)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", natsconn.Redact(cfg.natsURL), cfg.security.Explain(err))
 	}
 	defer nc.Close()
 	c, err := client.New(nc)

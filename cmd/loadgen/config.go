@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/nats/natsconn"
 )
 
 // Modes of the load generator (--mode).
@@ -26,6 +27,8 @@ type config struct {
 	mode    string
 	httpURL string
 	natsURL string
+	// natsSecurity is the NATS connection's credentials and TLS (--nats-creds, --nats-tls-ca, ...).
+	natsSecurity natsconn.Config
 	// authToken is sent as "Authorization: Bearer <token>" on HTTP requests when set.
 	authToken string
 
@@ -74,6 +77,7 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	fs.StringVar(&c.httpURL, "http-url", "", "base URL of the service's HTTP edge, e.g. http://127.0.0.1:8080 (needed by http, read, mixed, and by verification, baseline and freshness)")
 	tokenFile := fs.String("auth-token-file", "", "file holding a bearer token (e.g. a game_server JWT) sent on every HTTP request, for a service with authentication on")
 	fs.StringVar(&c.natsURL, "nats-url", "", "NATS URL of the service's JetStream, e.g. nats://127.0.0.1:4222 (needed by --mode nats)")
+	c.natsSecurity.AddFlags(fs)
 
 	fs.IntVar(&c.players, "players", 100_000, "player population")
 	regions := fs.String("regions", strings.Join(domain.DefaultRegions, ","), "comma list of the service's regions; earlier regions are more popular")

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gamemodes/gamemodes/nats/natsconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -18,16 +19,20 @@ type natsTarget struct {
 	js jetstream.JetStream
 }
 
-// dialNATS connects to url. maxPending bounds the asynchronous publishes
+// dialNATS connects to url with sec. maxPending bounds the asynchronous publishes
 // awaiting their acknowledgement; each times out after ackTimeout.
-func dialNATS(url string, maxPending int, ackTimeout time.Duration) (*natsTarget, error) {
-	nc, err := nats.Connect(url,
+func dialNATS(url string, sec natsconn.Config, maxPending int, ackTimeout time.Duration) (*natsTarget, error) {
+	opts, err := sec.Options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url, append(opts,
 		nats.Name("gamemodes-loadgen"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectBufSize(64<<20),
-	)
+	)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", url, err)
+		return nil, fmt.Errorf("connect %s: %w", natsconn.Redact(url), sec.Explain(err))
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(maxPending+64),

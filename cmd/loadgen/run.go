@@ -83,7 +83,7 @@ func newRunner(cfg config, log io.Writer) (*runner, error) {
 		}
 	}
 	if cfg.mode == modeNATS {
-		if r.bus, err = dialNATS(cfg.natsURL, cfg.maxPending, cfg.requestTimeout); err != nil {
+		if r.bus, err = dialNATS(cfg.natsURL, cfg.natsSecurity, cfg.maxPending, cfg.requestTimeout); err != nil {
 			return nil, err
 		}
 		r.busy = make([]atomic.Bool, cfg.players)

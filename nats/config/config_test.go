@@ -50,15 +50,43 @@ const partitions = 4
 
 var topoConfig = topology.Config{Partitions: partitions, PlayerTTL: time.Minute}
 
+// testServer is a running nats-server and how each user of auth.conf
+// authenticates to it.
+type testServer struct {
+	ns   *server.Server
+	auth func(t *testing.T, user string) []nats.Option
+}
+
+// serverModes are the two ways the users of auth.conf are served: with
+// passwords from single.conf, and in operator mode (the same accounts,
+// users and permissions as JWTs, nats/secrets) behind mutual TLS.
+var serverModes = []struct {
+	name  string
+	start func(t *testing.T) *testServer
+}{
+	{"passwords", runServer},
+	{"operator-mtls", runOperatorServer},
+}
+
 // runServer starts a nats-server from single.conf on a random loopback port
 // with its store in a temp dir.
-func runServer(t *testing.T) *server.Server {
+func runServer(t *testing.T) *testServer {
 	t.Helper()
 	setPasswords(t)
 	opts, err := server.ProcessConfigFile("single.conf")
 	if err != nil {
 		t.Fatalf("single.conf: %v", err)
 	}
+	ns := startServer(t, opts)
+	return &testServer{ns: ns, auth: func(_ *testing.T, user string) []nats.Option {
+		return []nats.Option{nats.UserInfo(user, password(user))}
+	}}
+}
+
+// startServer starts opts on a random loopback port with its store in a
+// temp dir.
+func startServer(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
 	opts.Host, opts.Port = "127.0.0.1", -1
 	opts.HTTPPort = 0
 	opts.StoreDir = t.TempDir()
@@ -84,16 +112,16 @@ type client struct {
 	errs chan error
 }
 
-func connect(t *testing.T, ns *server.Server, user string) *client {
+func connect(t *testing.T, srv *testServer, user string) *client {
 	t.Helper()
 	c := &client{user: user, errs: make(chan error, 256)}
-	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(user, password(user)), nats.Name("test "+user),
+	nc, err := nats.Connect(srv.ns.ClientURL(), append(srv.auth(t, user), nats.Name("test "+user),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			select {
 			case c.errs <- err:
 			default:
 			}
-		}))
+		}))...)
 	if err != nil {
 		t.Fatalf("connect as %s: %v", user, err)
 	}
@@ -170,16 +198,16 @@ func eventPayload(user, region string) []byte {
 	return fmt.Appendf(nil, `{"user_id":%q,"event_type":"ENTER_GAME_MODE","event_payload":{"game_mode":1,"region":%q}}`, user, region)
 }
 
-// TestConfigFilesParse loads every server configuration as nats-server does.
+// TestConfigFilesParse loads every server configuration with passwords as
+// nats-server does. node1-3.conf (compose, operator mode with TLS) include
+// the secrets cmd/natssecrets writes: deploy/compose_test.go loads them
+// with a generated set.
 func TestConfigFilesParse(t *testing.T) {
 	setPasswords(t)
 	for _, tc := range []struct {
 		file, name, store, cluster string
 		port, http                 int
 	}{
-		{"node1.conf", "nats1", "/data", "gamemodes", 4222, 8222},
-		{"node2.conf", "nats2", "/data", "gamemodes", 4222, 8222},
-		{"node3.conf", "nats3", "/data", "gamemodes", 4222, 8222},
 		{"local/node1.conf", "local1", "data/cluster/nats1", "gamemodes-local", 14222, 18222},
 		{"local/node2.conf", "local2", "data/cluster/nats2", "gamemodes-local", 14223, 18223},
 		{"local/node3.conf", "local3", "data/cluster/nats3", "gamemodes-local", 14224, 18224},
@@ -232,28 +260,33 @@ func TestMissingPasswordRefused(t *testing.T) {
 // TestRolesEnsureTopology: every role creates the topology on an empty
 // server and updates it on the next start, as `gamemodes serve` does.
 func TestRolesEnsureTopology(t *testing.T) {
-	for _, user := range []string{"edge", "worker", "archiver"} {
-		t.Run(user, func(t *testing.T) {
-			ns := runServer(t)
-			c := connect(t, ns, user)
-			for i := range 2 {
-				topo, err := topology.Ensure(ctxT(t), c.js, topoConfig)
-				if err != nil {
-					t.Fatalf("ensure #%d as %s: %v", i+1, user, err)
-				}
-				if topo.Partitions != partitions {
-					t.Fatalf("partitions %d", topo.Partitions)
-				}
-			}
-			if _, err := topology.Load(ctxT(t), c.js); err != nil {
-				t.Fatalf("load as %s: %v", user, err)
-			}
-		})
+	for _, mode := range serverModes {
+		for _, user := range []string{"edge", "worker", "archiver"} {
+			t.Run(mode.name+"/"+user, func(t *testing.T) {
+				testEnsureTopology(t, mode.start(t), user)
+			})
+		}
+	}
+}
+
+func testEnsureTopology(t *testing.T, srv *testServer, user string) {
+	c := connect(t, srv, user)
+	for i := range 2 {
+		topo, err := topology.Ensure(ctxT(t), c.js, topoConfig)
+		if err != nil {
+			t.Fatalf("ensure #%d as %s: %v", i+1, user, err)
+		}
+		if topo.Partitions != partitions {
+			t.Fatalf("partitions %d", topo.Partitions)
+		}
+	}
+	if _, err := topology.Load(ctxT(t), c.js); err != nil {
+		t.Fatalf("load as %s: %v", user, err)
 	}
 }
 
 func TestWrongPasswordRefused(t *testing.T) {
-	ns := runServer(t)
+	ns := runServer(t).ns
 	if nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("game_server", "guess")); err == nil {
 		nc.Close()
 		t.Fatal("connected with a wrong password")
@@ -267,7 +300,12 @@ func TestWrongPasswordRefused(t *testing.T) {
 // TestPermissions creates the topology as admin, then checks what each user
 // can and cannot do, counting what landed as admin.
 func TestPermissions(t *testing.T) {
-	ns := runServer(t)
+	for _, mode := range serverModes {
+		t.Run(mode.name, func(t *testing.T) { testPermissions(t, mode.start(t)) })
+	}
+}
+
+func testPermissions(t *testing.T, ns *testServer) {
 	admin := connect(t, ns, "admin")
 	if _, err := topology.Ensure(ctxT(t), admin.js, topoConfig); err != nil {
 		t.Fatalf("ensure as admin: %v", err)

@@ -26,6 +26,10 @@ type Options struct {
 	ConfigFile string
 	// Logger receives the server's log lines; nil discards them.
 	Logger *slog.Logger
+	// TLSCert and TLSKey, if set, make the client port require TLS with
+	// this certificate and key (PEM); TLSCA, if set too, makes it require a
+	// client certificate signed by one of its CAs (mutual TLS).
+	TLSCert, TLSKey, TLSCA string
 }
 
 // Atomic batch limits gamemodes needs of a nats-server: the partition owners
@@ -56,11 +60,15 @@ func SetBatchLimits(opts *server.Options) {
 		l.MaxBatchInflightTotal = BatchMaxOpenTotal
 	}
 }
+// ErrTLS means the TLS files of the client port cannot be used.
+var ErrTLS = errors.New("cannot serve TLS")
 
 // ErrListen means the client address could not be bound.
 var ErrListen = errors.New("cannot listen")
 
-// Start starts the server and waits until it accepts connections.
+// Start starts the server and waits until it accepts connections. A
+// client in the same process connects with nats.InProcessServer, which
+// needs no TLS even when the client port requires it.
 func Start(o Options) (*server.Server, error) {
 	host, portStr, err := net.SplitHostPort(o.Listen)
 	if err != nil {
@@ -90,6 +98,17 @@ func Start(o Options) (*server.Server, error) {
 	opts.NoSigs = true
 	opts.MaxPayload = 1 << 20
 	SetBatchLimits(opts)
+	if o.TLSCert != "" || o.TLSKey != "" || o.TLSCA != "" {
+		if o.TLSCert == "" || o.TLSKey == "" {
+			return nil, fmt.Errorf("embedded nats: %w: a certificate and its key are both needed", ErrTLS)
+		}
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLSCert, KeyFile: o.TLSKey, CaFile: o.TLSCA, Verify: o.TLSCA != ""})
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w: %w", ErrTLS, err)
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSVerify = tc, true, o.TLSCA != ""
+		opts.TLSTimeout = 2 // seconds
+	}
 
 	if opts.Port > 0 {
 		// nats-server reports a busy port only in its log; check first for a clear error.
