@@ -60,6 +60,7 @@ func SetBatchLimits(opts *server.Options) {
 		l.MaxBatchInflightTotal = BatchMaxOpenTotal
 	}
 }
+
 // ErrTLS means the TLS files of the client port cannot be used.
 var ErrTLS = errors.New("cannot serve TLS")
 
