@@ -84,18 +84,7 @@ func (p *rywProbe) start() <-chan struct{} {
 	}
 	go func() {
 		defer close(done)
-		t := time.NewTicker(p.r.cfg.rywEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.quit:
-				return
-			case <-t.C:
-			}
-			if !p.cycle() {
-				return
-			}
-		}
+		repeat(p.r.cfg.rywEvery, p.quit, p.cycle)
 	}()
 	return done
 }
