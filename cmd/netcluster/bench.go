@@ -64,6 +64,7 @@ type result struct {
 	Exact             bool            `json:"exact"`               // loadgen's verification passed with an exact truth
 	Verify            string          `json:"verify"`              // loadgen's verification result
 	HarnessCPUPercent float64         `json:"harness_cpu_percent"` // CPU of this process (the links) over the run, percent of one core
+	LoadAvg           float64         `json:"load_avg_1m"`         // the machine's 1-minute load average at the load's end (others' work included)
 	Samples           int             `json:"samples"`
 	Loadgen           json.RawMessage `json:"loadgen"` // loadgen's whole summary
 }
@@ -153,6 +154,7 @@ func bench(ctx context.Context, c *netcluster.Cluster, o options, loadgenArgs []
 			return res, ctx.Err()
 		case loadErr = <-loadDone:
 			running, loadEnded = false, time.Now()
+			res.LoadAvg = loadAvg()
 			log.Info("load ended; waiting for the catch-up", "exit", loadErr)
 			continue
 		case <-tick.C:
@@ -373,6 +375,20 @@ func nanMax(a, b float64) float64 {
 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// loadAvg is the machine's 1-minute load average (0 where unknown).
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
 
 // cpuTime is this process's user plus system CPU time so far.
 func cpuTime() time.Duration {

@@ -36,6 +36,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // --pprof-addr
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -57,6 +59,7 @@ type options struct {
 	edges, workers, archivers int
 	postgresURL               string
 	jetstream                 string
+	pprofAddr                 string
 	// bench only
 	loadgen        string
 	sampleEvery    time.Duration
@@ -86,6 +89,7 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.archivers, "archivers", 0, "gamemodes archivers (with --postgres-url, reached through a link)")
 	fs.StringVar(&o.postgresURL, "postgres-url", "", "the archivers' Postgres")
 	fs.StringVar(&o.jetstream, "nats-jetstream", "", "text inserted into each node's jetstream { } block, e.g. 'limits { batch { max_msgs: 1000 } }'")
+	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof of the harness (the links) on this address, e.g. 127.0.0.1:6061")
 	if cmd == "bench" {
 		fs.StringVar(&o.loadgen, "loadgen", "", "loadgen binary (default: <bin-dir>/loadgen, built with --build)")
 		fs.DurationVar(&o.sampleEvery, "sample-every", 100*time.Millisecond, "sampling interval of the streams and the workers' durable lag")
@@ -105,6 +109,9 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if o.pprofAddr != "" {
+		go func() { log.Warn("pprof", "err", http.ListenAndServe(o.pprofAddr, nil)) }()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c, err := start(ctx, o, log)
