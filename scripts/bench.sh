@@ -147,10 +147,10 @@ replicated() {
   done
   rm -rf "$OUT/replicated"
   {
-    echo "| node RTT | target events/s | events/s acked | player writes/s persisted | durable lag p50 / p99 / max (s) | catch-up after the load: lag 0 / players stream quiet (s) | read-your-writes p50 / p99 (ms), timeouts / tries | lists exact | harness CPU (% of a core) |"
-    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    echo "| node RTT | target events/s | events/s acked | load (s) | player writes/s persisted | durable lag p50 / p99 / max (s) | catch-up after the load: lag 0 / players stream quiet (s) | read-your-writes p50 / p99 (ms), timeouts / tries | lists exact | harness CPU (% of a core) | machine load (1 min) |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     jq -r 'def n: if . == null then "n/a" else tostring end;
-      "| \(.rtt_ms) ms | \(if .target_rate == 0 then "max" else (.target_rate|tostring) end) | \(.events_acked_per_s) | \(.player_writes_per_s) | \(if .durable_lag_s == null then "n/a" else "\(.durable_lag_s.p50) / \(.durable_lag_s.p99) / \(.durable_lag_s.max)" end) | \(.catch_up_lag_s|n) / \(if .catch_up_players_s == null then "not within 3 min" else (.catch_up_players_s|tostring) end) | \(.ryw_ms.p50|n) / \(.ryw_ms.p99|n), \(.ryw_ms.timeouts|n) / \(.ryw_ms.tries|n) | \(.exact) | \(.harness_cpu_percent) |"' "$jsonl"
+      "| \(.rtt_ms) ms | \(if .target_rate == 0 then "max" else (.target_rate|tostring) end) | \(.events_acked_per_s) | \(.load_s) | \(.player_writes_per_s) | \(if .durable_lag_s == null then "n/a" else "\(.durable_lag_s.p50) / \(.durable_lag_s.p99) / \(.durable_lag_s.max)" end) | \(.catch_up_lag_s|n) / \(if .catch_up_players_s == null then "not within 3 min" else (.catch_up_players_s|tostring) end) | \(if (.ryw_ms.count // 0) == 0 then "n/a / n/a" else "\(.ryw_ms.p50) / \(.ryw_ms.p99)" end), \(.ryw_ms.timeouts|n) / \(.ryw_ms.tries|n) | \(.exact) | \(.harness_cpu_percent) | \(.load_avg_1m|n) |"' "$jsonl"
   } >"$OUT/replicated.md"
   cat "$OUT/replicated.md" >&2
 }

@@ -150,7 +150,13 @@ func bench(ctx context.Context, c *netcluster.Cluster, o options, loadgenArgs []
 	var loadEnded time.Time
 	for running || !s.caughtUp(samples, o.quiet) && time.Since(loadEnded) < o.catchupTimeout {
 		select {
-		case <-ctx.Done():
+		case <-ctx.Done(): // loadgen got SIGINT: it ends its run; give it a moment
+			select {
+			case <-loadDone:
+			case <-time.After(10 * time.Second):
+				_ = lg.Process.Kill()
+				<-loadDone
+			}
 			return res, ctx.Err()
 		case loadErr = <-loadDone:
 			running, loadEnded = false, time.Now()
