@@ -302,7 +302,7 @@ func (c *Cluster) makeApps() error {
 				return err
 			}
 			addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
-			args := []string{"serve", "--roles", r.role, "--nats-url", c.appNATSURLs(len(c.Apps)),
+			args := []string{"serve", "--roles", r.role, "--nats-url", c.ClientURLs(),
 				"--replicas", strconv.Itoa(c.cfg.Replicas), "--http-addr", addr, "--instance-id", name,
 				"--data-dir", filepath.Join(c.cfg.Dir, name), "--log-format", "json"}
 			if r.role == RoleArchiver && c.Postgres != nil {
@@ -315,15 +315,6 @@ func (c *Cluster) makeApps() error {
 	return nil
 }
 
-// appNATSURLs lists every node's client link, starting with a different node
-// for each app so that the apps spread over the nodes.
-func (c *Cluster) appNATSURLs(k int) string {
-	var urls []string
-	for i := range c.Nodes {
-		urls = append(urls, c.Nodes[(k+i)%len(c.Nodes)].ClientURL())
-	}
-	return strings.Join(urls, ",")
-}
 
 func (c *Cluster) link(name string, port int, delay time.Duration) (*netem.Link, error) {
 	l, err := c.Net.Link(name, fmt.Sprintf("127.0.0.1:%d", port))
@@ -336,8 +327,15 @@ func (c *Cluster) link(name string, port int, delay time.Duration) (*netem.Link,
 
 func (c *Cluster) logPath(name string) string { return filepath.Join(c.cfg.Dir, "logs", name+".log") }
 
-// ClientURLs lists every node's client link URL, comma separated.
-func (c *Cluster) ClientURLs() string { return c.appNATSURLs(0) }
+// ClientURLs lists every node's client link URL, comma separated (the
+// apps' --nats-url; the NATS client picks one at random).
+func (c *Cluster) ClientURLs() string {
+	var urls []string
+	for _, n := range c.Nodes {
+		urls = append(urls, n.ClientURL())
+	}
+	return strings.Join(urls, ",")
+}
 
 // Edge returns the first edge.
 func (c *Cluster) Edge() *App { return c.Role(RoleEdge)[0] }

@@ -144,8 +144,31 @@ func TestProcessClusterAcrossLinksSurvivesFaults(t *testing.T) {
 			t.Errorf("%s dialed no route through its links", n.Name())
 		}
 	}
-	if c.Nodes[0].ClientLink.Conns() == 0 || c.Nodes[1].ClientLink.Conns() == 0 {
-		t.Error("the edge (node 1 first) and the worker (node 2 first) did not connect through the client links")
+	// No route reaches a node's own route port (gossip would lead there).
+	for _, n := range c.Nodes {
+		var rz struct {
+			Routes []struct {
+				RemoteName string `json:"remote_name"`
+				Port       int    `json:"port"`
+			} `json:"routes"`
+		}
+		if err := getJSON(ctx, http.DefaultClient, n.MonitorURL()+"/routez", &rz); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rz.Routes {
+			for _, other := range c.Nodes {
+				if r.Port == other.RoutePort {
+					t.Errorf("%s has a route to %s on its own route port %d, around the links", n.Name(), r.RemoteName, r.Port)
+				}
+			}
+		}
+	}
+	var clients int64
+	for _, n := range c.Nodes {
+		clients += n.ClientLink.Conns()
+	}
+	if clients < int64(len(c.Apps)) {
+		t.Errorf("%d connections through the client links, want at least one per app (%d)", clients, len(c.Apps))
 	}
 
 	if err := worker.Pause(); err != nil {
