@@ -315,7 +315,6 @@ func (c *Cluster) makeApps() error {
 	return nil
 }
 
-
 func (c *Cluster) link(name string, port int, delay time.Duration) (*netem.Link, error) {
 	l, err := c.Net.Link(name, fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
