@@ -3,7 +3,14 @@
 # `gamemodes serve` (all roles, embedded NATS) with the archive on, on this
 # machine. Everything runs on loopback.
 #
-#   scripts/bench.sh [scenario...]     scenarios: http read read25 mixed nats idle half resident (default: all but resident)
+#   scripts/bench.sh [scenario...]     scenarios: http read read25 mixed nats idle half resident replicated (default: all but resident and replicated)
+#
+# replicated is not gamemodes serve: cmd/netcluster bench runs three nats-server
+# processes (R3) whose routes and client connections cross delaying links
+# (0.5 ms each way at 1 ms RTT), one edge and two workers, once per
+# REPLICATED_RUNS entry "<node RTT>:<events/s, 0 = max>", DURATION each, with
+# REPLICATED_PLAYERS players; one JSON line per run in $OUT/replicated.jsonl
+# and a table in $OUT/replicated.md. RUNS does not apply to it.
 #
 # Environment: RUNS (3), DURATION (60s), MIXED_RATE (15000 operations/s), HALF_RATE (6000 events/s),
 # PLAYERS (100000), RESIDENT (10000000; the resident scenario populates once and reloads RUNS times), OUT (data/bench/<time>),
@@ -17,6 +24,8 @@ DURATION=${DURATION:-60s}
 MIXED_RATE=${MIXED_RATE:-15000}
 HALF_RATE=${HALF_RATE:-6000}
 PLAYERS=${PLAYERS:-100000}
+REPLICATED_RUNS=${REPLICATED_RUNS:-1ms:10000 1ms:20000 1ms:33000 1ms:0 5ms:20000 5ms:0}
+REPLICATED_PLAYERS=${REPLICATED_PLAYERS:-300000}
 RESIDENT=${RESIDENT:-10000000}
 OUT=${OUT:-data/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 PG_ADMIN=${GAMEMODES_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
@@ -29,6 +38,10 @@ scenarios=("$@")
 mkdir -p "$OUT" bin
 go build -o bin/gamemodes ./cmd/gamemodes
 go build -o bin/loadgen ./cmd/loadgen
+if [[ " ${scenarios[*]} " == *" replicated "* ]]; then
+  go build -o bin/nats-server github.com/nats-io/nats-server/v2 # the version in go.mod
+  go build -o bin/netcluster ./cmd/netcluster
+fi
 echo "bench: results in $OUT" >&2
 
 svc_pid=""
@@ -116,7 +129,37 @@ run_scenario() { # $1: name, $2: run number, rest: loadgen args
   tail -1 "$OUT/$name.$run.json" >&2
 }
 
+# replicated runs cmd/netcluster bench for every REPLICATED_RUNS entry and
+# tabulates the JSON lines.
+replicated() {
+  local jsonl="$OUT/replicated.jsonl" entry rtt rate label
+  : >"$jsonl"
+  for entry in $REPLICATED_RUNS; do
+    rtt=${entry%%:*} rate=${entry#*:}
+    label="rtt-$rtt-rate-$rate"
+    echo "bench: replicated $label" >&2
+    bin/netcluster bench --build=false --bin-dir bin --dir "$OUT/replicated" --rtt "$rtt" --client-rtt 1ms \
+      --edges 1 --workers 2 --label "$label" --samples-out "$OUT/replicated.$label.samples" --catchup-timeout 3m -- \
+      --rate "$rate" --duration "$DURATION" --players "$REPLICATED_PLAYERS" --ryw-every 200ms --settle 5m --progress-every 10s \
+      >"$OUT/replicated.$label.json" 2>"$OUT/replicated.$label.err" || echo "bench: replicated $label exited $?" >&2
+    cp -r "$OUT/replicated/logs" "$OUT/replicated.$label.logs" 2>/dev/null || true
+    tail -1 "$OUT/replicated.$label.json" | tee -a "$jsonl" | jq -c 'del(.loadgen)' >&2 || true
+  done
+  rm -rf "$OUT/replicated"
+  {
+    echo "| node RTT | target events/s | events/s acked | load (s) | player writes/s persisted | durable lag p50 / p99 / max (s) | catch-up after the load: lag 0 / players stream quiet (s) | read-your-writes p50 / p99 (ms), timeouts / tries | lists exact | harness CPU (% of a core) | machine load (1 min) |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    jq -r 'def n: if . == null then "n/a" else tostring end;
+      "| \(.rtt_ms) ms | \(if .target_rate == 0 then "max" else (.target_rate|tostring) end) | \(.events_acked_per_s) | \(.load_s) | \(.player_writes_per_s) | \(if .durable_lag_s == null then "n/a" else "\(.durable_lag_s.p50) / \(.durable_lag_s.p99) / \(.durable_lag_s.max)" end) | \(.catch_up_lag_s|n) / \(if .catch_up_players_s == null then "not within 3 min" else (.catch_up_players_s|tostring) end) | \(if (.ryw_ms.count // 0) == 0 then "n/a / n/a" else "\(.ryw_ms.p50) / \(.ryw_ms.p99)" end), \(.ryw_ms.timeouts|n) / \(.ryw_ms.tries|n) | \(.exact) | \(.harness_cpu_percent) | \(.load_avg_1m|n) |"' "$jsonl"
+  } >"$OUT/replicated.md"
+  cat "$OUT/replicated.md" >&2
+}
+
 for s in "${scenarios[@]}"; do
+  if [ "$s" = replicated ]; then
+    replicated
+    continue
+  fi
   for run in $(seq 1 "$RUNS"); do
     case $s in
       http)  run_scenario http "$run" --mode http --concurrency 64 --duration "$DURATION" ;;

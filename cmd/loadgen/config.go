@@ -56,6 +56,7 @@ type config struct {
 	playerTTL      time.Duration
 	expirySlack    time.Duration
 	freshnessEvery time.Duration
+	rywEvery       time.Duration
 
 	retryFor       time.Duration
 	requestTimeout time.Duration
@@ -103,6 +104,7 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	fs.DurationVar(&c.playerTTL, "player-ttl", 0, "the service's --player-ttl, to model expiry in the ground truth; 0 = the run is shorter than the TTL, dropped players stay counted")
 	fs.DurationVar(&c.expirySlack, "expiry-slack", 5*time.Second, "with --player-ttl: how long after its TTL a silent player may still be counted")
 	fs.DurationVar(&c.freshnessEvery, "freshness-every", 100*time.Millisecond, "interval of the freshness probe (0 = off)")
+	fs.DurationVar(&c.rywEvery, "ryw-every", 0, "interval of the read-your-writes probe: POST an event over HTTP, then GET the lobby with after=<consistency_token> (0 = off; needs --http-url)")
 
 	fs.DurationVar(&c.retryFor, "retry-for", 60*time.Second, "how long one event is retried (keep below the service's --dedup-window)")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 10*time.Second, "timeout of one HTTP request or NATS acknowledgement")
@@ -184,6 +186,12 @@ func (c *config) validate() error {
 	}
 	if len(c.userPrefix) > 40 {
 		bad("--user-prefix is too long (at most 40 bytes)")
+	}
+	if c.rywEvery < 0 {
+		bad("--ryw-every must not be negative")
+	}
+	if c.rywEvery > 0 && (c.httpURL == "" || c.mode == modeRead) {
+		bad("--ryw-every posts events over HTTP: give --http-url, in a mode that writes")
 	}
 	if c.retryFor <= 0 || c.requestTimeout <= 0 || c.settle < 0 || c.playerTTL < 0 || c.freshnessEvery < 0 {
 		bad("--retry-for and --request-timeout must be positive; --settle, --player-ttl and --freshness-every not negative")

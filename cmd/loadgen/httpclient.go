@@ -62,8 +62,9 @@ func newHTTPTarget(baseURL, token string, conns int, timeout time.Duration) (*ht
 
 // post sends one event body. It returns the status (0 with err on a
 // transport failure), whether the answer says the event was a duplicate of
-// one stored before, and the Retry-After delay the service asked for.
-func (t *httpTarget) post(body []byte) (status int, duplicate bool, retryAfter time.Duration, err error) {
+// one stored before, and the Retry-After delay the service asked for; when
+// token is not nil it receives the answer's consistency_token.
+func (t *httpTarget) post(body []byte, token *string) (status int, duplicate bool, retryAfter time.Duration, err error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -79,7 +80,22 @@ func (t *httpTarget) post(body []byte) (status int, duplicate bool, retryAfter t
 		retryAfter = time.Duration(s) * time.Second
 	}
 	duplicate = bytes.Contains(resp.Body(), []byte(`"duplicate":true`))
+	if token != nil {
+		*token = consistencyToken(resp.Body())
+	}
 	return resp.StatusCode(), duplicate, retryAfter, nil
+}
+
+// consistencyToken returns the consistency_token of a POST answer, "" when
+// it has none.
+func consistencyToken(body []byte) string {
+	var a struct {
+		Token string `json:"consistency_token"`
+	}
+	if json.Unmarshal(body, &a) != nil {
+		return ""
+	}
+	return a.Token
 }
 
 // get fetches a lobby list and returns the status and a copy of the body

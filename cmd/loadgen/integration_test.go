@@ -114,9 +114,15 @@ func TestLoadgenAgainstTheService(t *testing.T) {
 
 	runLoadgen(t, append(common, "--mode", "http", "--concurrency", "16", "--duration", "3s")...)
 	sum := runLoadgen(t, append(common, "--mode", "nats", "--nats-url", natsURL, "--concurrency", "8",
-		"--max-pending", "256", "--duration", "3s", "--baseline")...)
+		"--max-pending", "256", "--duration", "3s", "--baseline", "--ryw-every", "100ms")...)
 	if sum.Freshness.Count == 0 {
 		t.Errorf("no freshness samples: %+v", sum.Freshness)
+	}
+	// Read-your-writes reads of the real service: each acknowledged event is
+	// followed by a read that is answered or times out (its players are in
+	// the truth that verification just passed).
+	if r := sum.RYW; r == nil || r.Tries == 0 || r.Count+r.Timeouts != r.Tries || r.Errors != 0 {
+		t.Errorf("read-your-writes probe: %+v", r)
 	}
 	sum = runLoadgen(t, append(common, "--mode", "mixed", "--rate", "600", "--concurrency", "8", "--duration", "1s", "--baseline")...)
 	if sum.Gets == 0 || sum.Lag == nil {

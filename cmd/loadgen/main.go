@@ -19,8 +19,8 @@
 // A progress line goes to stderr every second (elapsed, sent, acknowledged,
 // rate, errors, p99 so far), then one line per region of the verification;
 // the last line on stdout is a JSON summary (mode, duration_s, events_acked,
-// rate, post/get latency percentiles in ms, freshness percentiles, errors by
-// status, verify result). The exit status is 1 when verification fails or
+// rate, post/get latency percentiles in ms, freshness and read-your-writes
+// percentiles, errors by status, verify result). The exit status is 1 when verification fails or
 // the run cannot start, 2 for bad flags.
 //
 // # Workload
@@ -96,6 +96,17 @@
 // the end of the first GET showing it (an upper bound, within about one GET)
 // in its own histogram. A change not visible within 5 s counts as a timeout.
 // The probe player is part of the ground truth.
+//
+// # Read your writes
+//
+// With --ryw-every D (needs --http-url, in any mode that writes), every D a
+// second probe POSTs an ENTER over HTTP for one of 64 probe players (all in
+// the most popular region's most popular mode, where they stay: part of the
+// ground truth), then GETs that region's lobby list with
+// after=<consistency_token>, and records the time from the 202 to the
+// answer (ryw_ms in the summary). An answer 504 means the service did not
+// reflect the event within its --consistency-wait: a timeout, counted in
+// ryw_ms.timeouts and not in the latencies.
 //
 // Latencies come from HDR histograms (1 us to 60 s, 3 significant digits):
 // POST (publish in nats mode) and GET separately, successful attempts only.

@@ -83,20 +83,25 @@ func (p *probe) start() <-chan struct{} {
 			return
 		}
 		p.base = got[p.mode]
-		t := time.NewTicker(p.r.cfg.freshnessEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.quit:
-				return
-			case <-t.C:
-			}
-			if !p.cycle() {
-				return
-			}
-		}
+		repeat(p.r.cfg.freshnessEvery, p.quit, p.cycle)
 	}()
 	return done
+}
+
+// repeat calls cycle every interval until quit closes or cycle returns false.
+func repeat(every time.Duration, quit <-chan struct{}, cycle func() bool) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-quit:
+			return
+		case <-t.C:
+		}
+		if !cycle() {
+			return
+		}
+	}
 }
 
 // stop ends the probe after its current cycle.

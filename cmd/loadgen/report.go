@@ -28,10 +28,11 @@ type summary struct {
 	Get  latency `json:"get_latency_ms"`
 	// Lag is how late open-loop operations started against their schedule.
 	Lag         *latency         `json:"lag_ms,omitempty"`
-	LateSends   int64            `json:"late_sends"`   // open-loop operations started over 10 ms late
-	MissedSends int64            `json:"missed_sends"` // open-loop operations due but never started
-	Freshness   freshness        `json:"freshness_ms"` // acknowledged-to-visible, from the probe
-	Errors      map[string]int64 `json:"errors"`       // failed attempts by kind and status, e.g. "post:503"
+	LateSends   int64            `json:"late_sends"`       // open-loop operations started over 10 ms late
+	MissedSends int64            `json:"missed_sends"`     // open-loop operations due but never started
+	Freshness   freshness        `json:"freshness_ms"`     // acknowledged-to-visible, from the probe
+	RYW         *rywReport       `json:"ryw_ms,omitempty"` // read your writes (--ryw-every), from its probe
+	Errors      map[string]int64 `json:"errors"`           // failed attempts by kind and status, e.g. "post:503"
 	Verify      verifyReport     `json:"verify"`
 }
 
@@ -54,6 +55,7 @@ func (r *runner) summarize(elapsed time.Duration, pr *probe) summary {
 		Post:        summarize(r.post.merged()),
 		Get:         summarize(r.get.merged()),
 		Freshness:   pr.report(),
+		RYW:         r.ryw.report(),
 		Errors:      r.c.errors(),
 	}
 	if r.pop != nil {

@@ -37,6 +37,7 @@ type runner struct {
 	seed           uint64
 	eventSeq       atomic.Int64
 	baseline       map[string]map[int]int64
+	ryw            *rywProbe // nil until run starts it
 	rejectOnce     sync.Once
 }
 
@@ -226,10 +227,21 @@ func (r *runner) nextEvent(rng *rand.Rand, sh *shard, freed <-chan struct{}) (pl
 // --retry-for has passed, retrying with backoff and the same event_id. It
 // records the latency of the successful attempt in hist (when not nil).
 func (r *runner) postEvent(t *httpTarget, hist *histogram, w int, body []byte) (outcome, time.Time) {
+	return r.sendPost(t, hist, w, body, nil)
+}
+
+// postEventToken is postEvent keeping the answer's consistency token.
+func (r *runner) postEventToken(t *httpTarget, body []byte, token *string) (outcome, time.Time) {
+	return r.sendPost(t, nil, 0, body, token)
+}
+
+// sendPost is postEvent, storing the acknowledgement's consistency token in
+// token when it is not nil.
+func (r *runner) sendPost(t *httpTarget, hist *histogram, w int, body []byte, token *string) (outcome, time.Time) {
 	first := time.Now()
 	for attempt := 1; ; attempt++ {
 		t0 := time.Now()
-		status, dup, retryAfter, err := t.post(body)
+		status, dup, retryAfter, err := t.post(body, token)
 		now := time.Now()
 		switch {
 		case err != nil:
@@ -438,16 +450,21 @@ func run(ctx context.Context, cfg config, log io.Writer) (summary, error) {
 		}
 	}
 	pr := r.newProbe()
+	if r.ryw, err = r.newRYW(); err != nil {
+		return summary{}, err
+	}
 	r.pace = newPacer(cfg.rate, cfg.duration, cfg.events, ctx.Done())
 	stopProgress := make(chan struct{})
 	if cfg.progressEvery > 0 {
 		go progress(log, cfg.progressEvery, r.pace.start, &r.c, r.post, r.get, stopProgress)
 	}
-	probeDone := pr.start()
+	probeDone, rywDone := pr.start(), r.ryw.start()
 	r.drive()
 	elapsed := time.Since(r.pace.start)
 	pr.stop()
+	r.ryw.stop()
 	<-probeDone
+	<-rywDone
 	close(stopProgress)
 	sum := r.summarize(elapsed, pr)
 	sum.Verify = verifyReport{Result: "skipped"}

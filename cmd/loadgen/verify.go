@@ -66,6 +66,9 @@ func (r *runner) expected(now time.Time, pr *probe) (bounds, truthStats) {
 		b, st = r.pop.truth(now, r.cfg.playerTTL, r.cfg.expirySlack)
 	}
 	pr.contribute(b, now, r.cfg.playerTTL)
+	if r.ryw != nil {
+		r.ryw.contribute(b, now, r.cfg.playerTTL)
+	}
 	return b, st
 }
 

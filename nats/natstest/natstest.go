@@ -1,6 +1,7 @@
 // Package natstest starts real embedded nats-servers for tests: a single
 // JetStream node or a 3-node JetStream cluster, on random loopback ports with
-// stores in the test's temp dir.
+// stores in the test's temp dir; a cluster's routes and client connections
+// can cross delaying links (WithLinkDelay, package netem).
 package natstest
 
 import (
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/nats/embedded"
+	"github.com/gamemodes/gamemodes/nats/netem"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -77,14 +79,45 @@ func FreePort(t testing.TB) int {
 // Cluster is a JetStream cluster of embedded servers.
 type Cluster struct {
 	Servers []*server.Server
-	opts    []*server.Options
-	t       testing.TB
+	// Net holds the cluster's links when it was started WithLinkDelay,
+	// else it is nil.
+	Net *netem.Network
+
+	opts        []*server.Options
+	clientLinks []*netem.Link   // by node, with links
+	routeLinks  [][]*netem.Link // [from][to], with links; nil on the diagonal
+	t           testing.TB
+}
+
+// ClusterOption changes how RunCluster builds a cluster.
+type ClusterOption func(*clusterConfig)
+
+type clusterConfig struct {
+	links bool
+	delay time.Duration
+}
+
+// WithLinkDelay puts every connection of the cluster behind a netem link
+// with one-way delay d on both directions: each route between two nodes
+// (so the round trip between nodes is 2*d) and each client connection to
+// a node (URLs and ClientURL give the links' addresses, and the nodes
+// advertise those to clients). Each node advertises a dead route address,
+// so no node can reach another around the links through route gossip;
+// the nodes find each other only through their configured routes, one link
+// per ordered pair of nodes (RouteLink). A delay of 0 gives links without
+// delay, to cut and heal.
+func WithLinkDelay(d time.Duration) ClusterOption {
+	return func(c *clusterConfig) { c.links, c.delay = true, d }
 }
 
 // RunCluster starts an n-node JetStream cluster on loopback and waits for a
 // meta leader.
-func RunCluster(t testing.TB, n int) *Cluster {
+func RunCluster(t testing.TB, n int, options ...ClusterOption) *Cluster {
 	t.Helper()
+	var cfg clusterConfig
+	for _, o := range options {
+		o(&cfg)
+	}
 	routePorts := make([]int, n)
 	for i := range routePorts {
 		routePorts[i] = FreePort(t)
@@ -97,6 +130,9 @@ func RunCluster(t testing.TB, n int) *Cluster {
 		routes += fmt.Sprintf("nats-route://127.0.0.1:%d", p)
 	}
 	c := &Cluster{t: t}
+	if cfg.links {
+		c.link(n, routePorts, cfg.delay)
+	}
 	for i := 0; i < n; i++ {
 		o := &server.Options{
 			ServerName: fmt.Sprintf("node-%d", i+1),
@@ -110,6 +146,9 @@ func RunCluster(t testing.TB, n int) *Cluster {
 			Routes:     server.RoutesFromStr(routes),
 		}
 		embedded.SetBatchLimits(o)
+		if cfg.links {
+			c.routeThroughLinks(i, o)
+		}
 		ns := c.start(o)
 		o.Port = ns.Addr().(*net.TCPAddr).Port // keep the port for Restart
 		c.opts = append(c.opts, o)
@@ -124,6 +163,85 @@ func RunCluster(t testing.TB, n int) *Cluster {
 	})
 	c.WaitJetStreamReady()
 	return c
+}
+
+// link makes the links of an n-node cluster: one per node for its clients
+// and one per ordered pair of nodes for the routes.
+func (c *Cluster) link(n int, routePorts []int, delay time.Duration) {
+	c.t.Helper()
+	c.Net = netem.New()
+	c.t.Cleanup(c.Net.Close) // after the servers' shutdown
+	add := func(name string, port int) *netem.Link {
+		l, err := c.Net.Link(name, fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			c.t.Fatalf("cluster link: %v", err)
+		}
+		l.SetDelay(delay)
+		return l
+	}
+	c.routeLinks = make([][]*netem.Link, n)
+	for i := range n {
+		c.clientLinks = append(c.clientLinks, add(fmt.Sprintf("client-node-%d", i+1), FreePort(c.t)))
+		c.routeLinks[i] = make([]*netem.Link, n)
+		for j := range n {
+			if i != j {
+				c.routeLinks[i][j] = add(fmt.Sprintf("route-node-%d-to-%d", i+1, j+1), routePorts[j])
+			}
+		}
+	}
+}
+
+// routeThroughLinks points node i's options at its links: its client port
+// is the one its client link forwards to, it advertises that link to
+// clients, it routes to the others through its route links only, and it
+// advertises a dead route address.
+func (c *Cluster) routeThroughLinks(i int, o *server.Options) {
+	c.t.Helper()
+	_, port, _ := net.SplitHostPort(c.clientLinks[i].Upstream())
+	o.Port, _ = strconv.Atoi(port)
+	o.ClientAdvertise = c.clientLinks[i].Addr()
+	dead, err := c.Net.DeadAddr()
+	if err != nil {
+		c.t.Fatalf("cluster link: %v", err)
+	}
+	o.Cluster.Advertise = dead
+	o.Routes = nil
+	for _, l := range c.routeLinks[i] {
+		if l != nil {
+			o.Routes = append(o.Routes, server.RoutesFromStr("nats-route://"+l.Addr())...)
+		}
+	}
+}
+
+// ClientLink returns the link in front of node i's client port, nil
+// without links.
+func (c *Cluster) ClientLink(i int) *netem.Link {
+	if c.clientLinks == nil {
+		return nil
+	}
+	return c.clientLinks[i]
+}
+
+// RouteLink returns the link node from dials to reach node to, nil
+// without links. A route between two nodes crosses one of the two links
+// between them, whichever node's connection the pair kept.
+func (c *Cluster) RouteLink(from, to int) *netem.Link {
+	if c.routeLinks == nil {
+		return nil
+	}
+	return c.routeLinks[from][to]
+}
+
+// RouteLinks returns the links of the routes between node i and the other
+// nodes, both ways: cut them all to partition node i from the cluster.
+func (c *Cluster) RouteLinks(i int) []*netem.Link {
+	var out []*netem.Link
+	for j := range c.routeLinks {
+		if j != i {
+			out = append(out, c.routeLinks[i][j], c.routeLinks[j][i])
+		}
+	}
+	return out
 }
 
 func (c *Cluster) start(o *server.Options) *server.Server {
@@ -162,19 +280,28 @@ func (c *Cluster) WaitJetStreamReady() {
 	c.t.Fatalf("no JetStream meta leader seeing every running node")
 }
 
-// URLs returns the client URLs of the running nodes, comma separated.
+// URLs returns the client URLs of the running nodes, comma separated
+// (with links, the links' URLs).
 func (c *Cluster) URLs() string {
 	s := ""
-	for _, ns := range c.Servers {
+	for i, ns := range c.Servers {
 		if ns == nil || !ns.Running() {
 			continue
 		}
 		if s != "" {
 			s += ","
 		}
-		s += ns.ClientURL()
+		s += c.ClientURL(i)
 	}
 	return s
+}
+
+// ClientURL returns the client URL of node i (with links, its link's URL).
+func (c *Cluster) ClientURL(i int) string {
+	if c.clientLinks != nil {
+		return "nats://" + c.clientLinks[i].Addr()
+	}
+	return c.Servers[i].ClientURL()
 }
 
 // StreamLeader returns the index of the node leading stream name, or -1.

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package netem
+
+func newClock() clock { return goClock{} }
