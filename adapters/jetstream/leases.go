@@ -201,12 +201,21 @@ func (l kvLease) acquire(ctx context.Context, member string) (uint64, error) {
 }
 
 // renew rewrites the lease if it is still at rev; else partition.ErrConflict.
+// A renewal whose answer was lost (a timeout under load) has moved the
+// revision past rev: when the lease still names member at a later
+// revision, it is still member's, at that revision.
 func (l kvLease) renew(ctx context.Context, member string, rev uint64) (uint64, error) {
 	newRev, err := l.kv.Update(ctx, l.key, []byte(member), rev)
-	if err != nil {
-		return 0, leaseErr("renew lease "+l.key, err)
+	if err == nil {
+		return newRev, nil
 	}
-	return newRev, nil
+	err = leaseErr("renew lease "+l.key, err)
+	if errors.Is(err, partition.ErrConflict) {
+		if e, gerr := l.kv.Get(ctx, l.key); gerr == nil && string(e.Value()) == member && e.Revision() > rev {
+			return l.renew(ctx, member, e.Revision())
+		}
+	}
+	return 0, err
 }
 
 // release deletes the lease if member still holds it. rev is the revision

@@ -164,33 +164,41 @@ func (a *Assigner) step() {
 	renew := time.Since(a.renewed) >= a.interval
 	if renew {
 		a.renewed = time.Now()
-		if err := a.coord.Heartbeat(opCtx, a.id); err != nil {
-			firstErr = err
+		// The heartbeat and every renewal at once: one round trip for the
+		// round, however many partitions are held.
+		var wg sync.WaitGroup
+		var heartbeatErr error
+		wg.Go(func() { heartbeatErr = a.coord.Heartbeat(opCtx, a.id) })
+		renewals := make([]renewal, 0, len(a.held))
+		for p, rev := range a.held {
+			if _, leaving := a.leaving[p]; !leaving {
+				renewals = append(renewals, renewal{p: p, rev: rev})
+			}
+		}
+		for i := range renewals {
+			r := &renewals[i]
+			wg.Go(func() { r.newRev, r.err = a.coord.Renew(opCtx, r.p, a.id, r.rev) })
+		}
+		wg.Wait()
+		if heartbeatErr != nil {
+			firstErr = heartbeatErr
 			failures++
 		}
-	}
-	for p, rev := range a.held {
-		if !renew {
-			break
-		}
-		if _, leaving := a.leaving[p]; leaving {
-			continue
-		}
-		newRev, err := a.coord.Renew(opCtx, p, a.id, rev)
-		if err != nil {
-			if errors.Is(err, ErrConflict) {
-				a.log.Warn("partition lease lost", "partition", p)
-				delete(a.held, p)
+		for _, r := range renewals {
+			switch {
+			case r.err == nil:
+				a.held[r.p] = r.newRev
+			case errors.Is(r.err, ErrConflict):
+				a.log.Warn("partition lease lost", "partition", r.p)
+				delete(a.held, r.p)
 				changed = true
-			} else {
+			default:
 				if firstErr == nil {
-					firstErr = err
+					firstErr = r.err
 				}
 				failures++
 			}
-			continue
 		}
-		a.held[p] = newRev
 	}
 	members, err := a.coord.Members(opCtx)
 	if err != nil {
@@ -232,24 +240,29 @@ func (a *Assigner) step() {
 		default:
 		}
 	}
+	var acquisitions []renewal
 	for p := 0; p < a.partitions; p++ {
-		if want[p] != a.id {
-			continue
+		if _, ok := a.held[p]; !ok && want[p] == a.id {
+			acquisitions = append(acquisitions, renewal{p: p})
 		}
-		if _, ok := a.held[p]; ok {
-			continue
-		}
-		rev, err := a.coord.Acquire(opCtx, p, a.id)
-		if err != nil {
-			if !errors.Is(err, ErrConflict) {
+	}
+	var wg sync.WaitGroup
+	for i := range acquisitions {
+		r := &acquisitions[i]
+		wg.Go(func() { r.newRev, r.err = a.coord.Acquire(opCtx, r.p, a.id) })
+	}
+	wg.Wait()
+	for _, r := range acquisitions {
+		if r.err != nil {
+			if !errors.Is(r.err, ErrConflict) {
 				if firstErr == nil {
-					firstErr = err
+					firstErr = r.err
 				}
 				failures++
 			}
 			continue
 		}
-		a.held[p] = rev
+		a.held[r.p] = r.newRev
 		changed = true
 	}
 	running := make([]int, 0, len(a.held))
@@ -274,6 +287,14 @@ func (a *Assigner) step() {
 	if changed {
 		a.log.Info("partitions owned", "member", a.id, "partitions", fmt.Sprint(running), "count", len(running), "members", len(members))
 	}
+}
+
+// renewal is one lease operation of a round: partition p's lease at rev.
+type renewal struct {
+	p      int
+	rev    uint64
+	newRev uint64
+	err    error
 }
 
 // Stop hands every partition over: owners finish and flush, leases are
