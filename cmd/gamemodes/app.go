@@ -11,6 +11,7 @@ import (
 	"github.com/gamemodes/gamemodes/adapters/httpapi"
 	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/adapters/postgres"
+	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 	"github.com/gamemodes/gamemodes/modules/archive"
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/ingest"
@@ -39,7 +40,7 @@ type NATS struct {
 
 // newNATS starts the embedded server when no URL is configured, connects,
 // and ensures the stream and buckets.
-func newNATS(lc fx.Lifecycle, cfg Config, log *slog.Logger) (*NATS, error) {
+func newNATS(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*NATS, error) {
 	n := &NATS{}
 	url := cfg.NATSURL
 	if url == "" {
@@ -207,7 +208,7 @@ func newRegistry() (*prometheus.Registry, prometheus.Registerer, prometheus.Gath
 // Postgres is down: events wait in the stream, so ingestion must go on.
 type readiness struct {
 	fx.In
-	Config   Config
+	Config   config.Config
 	NATS     *NATS
 	View     *lobby.View       `optional:"true"`
 	Archiver *archive.Archiver `optional:"true"`
@@ -220,7 +221,7 @@ func (r readiness) Ready() error {
 	if r.View != nil && !r.View.Synced() {
 		return errors.New("lobby view not synced yet")
 	}
-	if r.Archiver != nil && !r.Config.Has(RoleEdge) {
+	if r.Archiver != nil && !r.Config.Has(config.RoleEdge) {
 		if err := r.Archiver.Ready(); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
@@ -229,19 +230,19 @@ func (r readiness) Ready() error {
 }
 
 // appOptions assembles the fx application for cfg's roles.
-func appOptions(cfg Config, log *slog.Logger) fx.Option {
+func appOptions(cfg config.Config, log *slog.Logger) fx.Option {
 	opts := []fx.Option{
-		fx.Supply(cfg, log, cfg.catalog),
+		fx.Supply(cfg, log, cfg.Catalog()),
 		fx.Provide(newRegistry, newNATS, func(n *NATS) jetstream.JetStream { return n.JS }),
 		fx.Provide(ingest.NewMetrics),
 	}
-	if cfg.Has(RoleWorker) {
+	if cfg.Has(config.RoleWorker) {
 		opts = append(opts, workerModule)
 	}
-	if cfg.Has(RoleArchiver) {
+	if cfg.Has(config.RoleArchiver) {
 		opts = append(opts, archiverModule(cfg))
 	}
-	if cfg.Has(RoleEdge) {
+	if cfg.Has(config.RoleEdge) {
 		opts = append(opts, edgeModule)
 		if !cfg.NoOpsPage {
 			opts = append(opts, opsModule)
@@ -272,7 +273,7 @@ var workerModule = fx.Module("worker",
 			return s, nil
 		},
 	),
-	fx.Invoke(func(lc fx.Lifecycle, cfg Config, n *NATS, catalog *domain.Catalog, store *jsadapter.PartitionStore, m *partition.Metrics, log *slog.Logger) error {
+	fx.Invoke(func(lc fx.Lifecycle, cfg config.Config, n *NATS, catalog *domain.Catalog, store *jsadapter.PartitionStore, m *partition.Metrics, log *slog.Logger) error {
 		log = log.With("component", "worker")
 		w := partition.NewWorker(partition.OwnerConfig{
 			OwnerID: cfg.InstanceID, Partitions: n.Topology.Partitions, PlayerTTL: n.Topology.PlayerTTL,
@@ -319,7 +320,7 @@ var edgeModule = fx.Module("edge",
 		w := jsadapter.NewShardWatcher(n.JS, v.Catalog(), v, log.With("component", "lobby"))
 		lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
 	}),
-	fx.Invoke(func(lc fx.Lifecycle, cfg Config, n *NATS, b *lobby.Broadcaster, reg prometheus.Registerer, log *slog.Logger) {
+	fx.Invoke(func(lc fx.Lifecycle, cfg config.Config, n *NATS, b *lobby.Broadcaster, reg prometheus.Registerer, log *slog.Logger) {
 		p := jsadapter.NewPopularPublisher(n.JS, b, jsadapter.PopularPublisherConfig{Member: cfg.InstanceID, LeaseTTL: n.Topology.LeaseTTL, Refresh: jsadapter.DefaultPopularRefresh},
 			log.With("component", "popular"), reg)
 		lc.Append(fx.Hook{OnStart: p.Start, OnStop: p.Stop})
@@ -329,7 +330,7 @@ var edgeModule = fx.Module("edge",
 // opsModule serves the operations page at / and its status at
 // /api/v1/ops/status on an edge (unless --no-ops-page).
 var opsModule = fx.Module("ops",
-	fx.Provide(fx.Annotate(func(lc fx.Lifecycle, cfg Config, n *NATS, v *lobby.View, m *ingest.Metrics) *ops.Service {
+	fx.Provide(fx.Annotate(func(lc fx.Lifecycle, cfg config.Config, n *NATS, v *lobby.View, m *ingest.Metrics) *ops.Service {
 		s := ops.NewService(ops.Config{InstanceID: cfg.InstanceID, Roles: cfg.Roles}, ops.Deps{
 			Counts: v, Cluster: jsadapter.NewOpsReader(n.JS, v.Catalog(), n.Topology.Partitions),
 			Accepted: m.Accepted, Rejected: m.Rejected,
@@ -341,7 +342,7 @@ var opsModule = fx.Module("ops",
 
 // archiverModule archives every event in Postgres. Without --postgres-url it
 // only creates the durable consumer, which keeps the backlog for later.
-func archiverModule(cfg Config) fx.Option {
+func archiverModule(cfg config.Config) fx.Option {
 	feed := fx.Provide(func(lc fx.Lifecycle, n *NATS) (*jsadapter.ArchiveFeed, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -386,7 +387,7 @@ func archiverModule(cfg Config) fx.Option {
 }
 
 // httpConfig builds the HTTP server settings: authentication and limits.
-func httpConfig(cfg Config, log *slog.Logger) (httpapi.Config, error) {
+func httpConfig(cfg config.Config, log *slog.Logger) (httpapi.Config, error) {
 	auth, err := httpapi.NewAuthenticator(httpapi.AuthConfig{SecretFile: cfg.JWTSecretFile, PublicKeyFile: cfg.JWTPublicKeyFile})
 	if err != nil {
 		return httpapi.Config{}, fmt.Errorf("--jwt-secret-file/--jwt-public-key-file: %w", err)

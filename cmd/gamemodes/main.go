@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 	"go.uber.org/fx"
 	"golang.org/x/term"
 )
@@ -47,8 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "rebuild":
 		return runRebuild(args, stdout, stderr)
 	case "help":
-		var c Config
-		fs, _ := newFlagSet("serve", &c)
+		var c config.Config
+		fs, _ := config.NewFlagSet("serve", &c)
 		fs.SetOutput(stderr)
 		fmt.Fprintln(stderr, "usage: gamemodes [serve|migrate|rebuild] [flags]   (rebuild adds --at, --window, --force)")
 		fs.PrintDefaults()
@@ -59,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func newLogger(cfg Config, w io.Writer) *slog.Logger {
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		level = slog.LevelInfo
@@ -77,7 +78,7 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 }
 
 func serve(args []string, stderr io.Writer) int {
-	cfg, err := parseConfig("serve", args)
+	cfg, err := config.Parse("serve", args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}

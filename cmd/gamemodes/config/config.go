@@ -1,4 +1,9 @@
-package main
+// Package config is the command line and environment of the gamemodes
+// binary: the Config every role runs with, and the flag set that fills it
+// (each flag also an environment variable GAMEMODES_<FLAG>). It is a package
+// of its own so that the deployment checks can parse a manifest's container
+// arguments with the binary's own flags.
+package config
 
 import (
 	"errors"
@@ -64,6 +69,10 @@ type Config struct {
 	catalog *domain.Catalog
 }
 
+// Catalog returns the regions and game modes of --regions and --game-modes
+// (nil before the flags are parsed and finished).
+func (c Config) Catalog() *domain.Catalog { return c.catalog }
+
 // Has reports whether the process runs role.
 func (c Config) Has(role string) bool { return slices.Contains(c.Roles, role) }
 
@@ -75,8 +84,10 @@ func (c Config) Topology() topology.Config {
 	}.Defaults()
 }
 
-// newFlagSet declares the flags shared by serve, rebuild and migrate.
-func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
+// NewFlagSet declares the flags shared by serve, rebuild and migrate into a
+// flag set named name that fills c; call the returned function after parsing
+// to derive and check the rest of c (roles, catalog, topology).
+func NewFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	roles := fs.String("roles", "all", "roles to run: all, or a comma list of edge, worker, archiver")
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address of the edge")
@@ -138,10 +149,10 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	return fs, finish
 }
 
-// parseConfig parses args and the GAMEMODES_* environment.
-func parseConfig(name string, args []string) (Config, error) {
+// Parse parses args and the GAMEMODES_* environment with the flag set named name.
+func Parse(name string, args []string) (Config, error) {
 	var c Config
-	fs, finish := newFlagSet(name, &c)
+	fs, finish := NewFlagSet(name, &c)
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("GAMEMODES")); err != nil {
 		return c, err
 	}
