@@ -401,7 +401,7 @@ func httpConfig(cfg config.Config, log *slog.Logger) (httpapi.Config, error) {
 		AddrRateLimit: cfg.RateLimitAddr, AddrRateBurst: cfg.RateBurstAddr,
 		TrustedProxies: cfg.TrustedProxies, MaxInflight: cfg.MaxInflight,
 		ConsistencyWait: cfg.ConsistencyWait, MaxConsistencyWaiters: cfg.ConsistencyWaiters,
-		MaxStreams: cfg.MaxStreams,
+		MaxStreams: cfg.MaxStreams, DrainDelay: cfg.DrainDelay,
 	}
 	if err := hc.Validate(); err != nil {
 		return httpapi.Config{}, fmt.Errorf("HTTP limits: %w", err)

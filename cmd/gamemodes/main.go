@@ -90,7 +90,9 @@ func serve(args []string, stderr io.Writer) int {
 	slog.SetDefault(log)
 	tuneRuntime()
 	servePprof(cfg.PprofAddr, log)
-	app := fx.New(appOptions(cfg, log), fx.NopLogger, fx.StartTimeout(60*time.Second), fx.StopTimeout(20*time.Second))
+	// Stopping drains the HTTP listener first (--drain-delay), then every role.
+	stopTimeout := 20*time.Second + cfg.DrainDelay
+	app := fx.New(appOptions(cfg, log), fx.NopLogger, fx.StartTimeout(60*time.Second), fx.StopTimeout(stopTimeout))
 	if err := app.Err(); err != nil {
 		log.Error("cannot build the application", "err", err)
 		return 1
@@ -109,7 +111,7 @@ func serve(args []string, stderr io.Writer) int {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
-	stopCtx, cancelStop := context.WithTimeout(context.Background(), 20*time.Second)
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancelStop()
 	if err := app.Stop(stopCtx); err != nil {
 		log.Error("shutdown incomplete", "err", err)

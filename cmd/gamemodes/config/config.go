@@ -65,6 +65,7 @@ type Config struct {
 
 	ConsistencyWait    time.Duration
 	ConsistencyWaiters int
+	DrainDelay         time.Duration
 
 	catalog *domain.Catalog
 }
@@ -122,6 +123,7 @@ func NewFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.BoolVar(&c.NoOpsPage, "no-ops-page", false, "do not serve the operations page at / and /api/v1/ops/status (it shows instance and worker names; turn it off on an edge facing the internet)")
 	fs.IntVar(&c.MaxStreams, "max-streams", 0, "open lobby streams (SSE) before GET /api/v1/popular_game_modes/stream answers 503 overloaded (0: 10000, negative: no cap)")
 	fs.DurationVar(&c.FlushEvery, "shard-flush-interval", 5*time.Millisecond, "least time between two count-shard writes of a partition (an idle partition writes a change at once)")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, how long /readyz answers 503 while the HTTP listener still serves, before it closes (at least the load balancer's health check interval x fall; 0: close at once)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty: off")
 	finish := func() error {
 		var err error
@@ -140,6 +142,9 @@ func NewFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 		}
 		if c.catalog, err = domain.NewCatalog(c.Regions, c.GameModes); err != nil {
 			return fmt.Errorf("--regions/--game-modes: %w", err)
+		}
+		if c.DrainDelay < 0 {
+			return fmt.Errorf("--drain-delay %s: must not be negative", c.DrainDelay)
 		}
 		if err := c.Topology().Validate(); err != nil {
 			return fmt.Errorf("--partitions/--replicas/--player-ttl/--dedup-window: %w", err)
