@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -59,4 +60,21 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// Tool returns the path of the program name (haproxy, prometheus, ...). When
+// it is not installed the test is skipped, or fails when the environment
+// variable require is "1" (CI sets it after installing the program, so that
+// a missing install cannot pass as a skip).
+func Tool(t testing.TB, name, require string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv(require) == "1" {
+		t.Fatalf("%s is not installed and %s=1: %v", name, require, err)
+	}
+	t.Skipf("%s is not installed (apt-get install %s; %s=1 makes this a failure)", name, name, require)
+	return ""
 }
