@@ -399,7 +399,7 @@ func New(cfg Config, deps Deps) *Server {
 		fcfg.EnableIPValidation = true
 	}
 	s.app = fiber.New(fcfg)
-	s.app.Use(fiberrecover.New(), s.closeWhileDraining)
+	s.app.Use(fiberrecover.New(), s.closeWhileDraining, s.metrics.timeRequests)
 	var api []fiber.Handler
 	if s.addrLim != nil {
 		api = append(api, s.limitAddr)

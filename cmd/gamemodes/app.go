@@ -202,6 +202,31 @@ func newRegistry() (*prometheus.Registry, prometheus.Registerer, prometheus.Gath
 	return reg, reg, reg
 }
 
+// registerNATSMetrics exports the process's NATS connection and the
+// topology's partition count, which the alerts compare the owned partitions
+// with (deploy/prometheus/alerts.yml).
+func registerNATSMetrics(reg prometheus.Registerer, n *NATS) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gamemodes_nats_connected",
+			Help: "1 while the process's NATS connection is connected, 0 while it is disconnected or reconnecting.",
+		}, func() float64 {
+			if n.Conn.IsConnected() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gamemodes_nats_reconnects_total",
+			Help: "Times the process's NATS connection reconnected.",
+		}, func() float64 { return float64(n.Conn.Stats().Reconnects) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gamemodes_topology_partitions",
+			Help: "Partitions of the events stream (each must have one owner).",
+		}, func() float64 { return float64(n.Topology.Partitions) }),
+	)
+}
+
 // readiness answers /readyz: NATS connected and the topology ensured (done
 // before start), the lobby view synced on an edge, and, on a process that
 // archives but serves no API, the archive writable. An edge stays ready while
@@ -235,6 +260,7 @@ func appOptions(cfg config.Config, log *slog.Logger) fx.Option {
 		fx.Supply(cfg, log, cfg.Catalog()),
 		fx.Provide(newRegistry, newNATS, func(n *NATS) jetstream.JetStream { return n.JS }),
 		fx.Provide(ingest.NewMetrics),
+		fx.Invoke(registerNATSMetrics),
 	}
 	if cfg.Has(config.RoleWorker) {
 		opts = append(opts, workerModule)
