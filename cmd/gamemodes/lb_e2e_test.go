@@ -28,7 +28,6 @@ import (
 // ports templated onto the loopback.
 type haproxy struct {
 	apiURL, statsURL string
-	log              *proctest.Buffer
 }
 
 // startHAProxy runs the repository's haproxy.cfg in front of edges (their
@@ -65,29 +64,9 @@ func startHAProxy(t *testing.T, edgePorts ...int) *haproxy {
 	if out, err := exec.Command(bin, "-c", "-f", path).CombinedOutput(); err != nil {
 		t.Fatalf("haproxy -c: %v\n%s", err, out)
 	}
-	h := &haproxy{apiURL: fmt.Sprintf("http://127.0.0.1:%d", api), statsURL: fmt.Sprintf("http://127.0.0.1:%d/stats;csv", stats), log: &proctest.Buffer{}}
-	cmd := exec.Command(bin, "-db", "-f", path)
-	cmd.Stdout, cmd.Stderr = h.log, h.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("haproxy log (last 8 KB):\n%s", tail(h.log.String(), 8<<10))
-		}
-	})
+	h := &haproxy{apiURL: fmt.Sprintf("http://127.0.0.1:%d", api), statsURL: fmt.Sprintf("http://127.0.0.1:%d/stats;csv", stats)}
+	proctest.Start(t, "haproxy", exec.Command(bin, "-db", "-f", path))
 	return h
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }
 
 // lbServer is one row of HAProxy's CSV statistics.

@@ -39,7 +39,6 @@ var dashboardVars = strings.NewReplacer("$__rate_interval", "1m", "$region", "US
 // repository's alert rules loaded.
 type promServer struct {
 	url string
-	log *proctest.Buffer
 }
 
 func startPrometheus(t *testing.T, target string) *promServer {
@@ -63,22 +62,9 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	port := proctest.FreePort(t)
-	p := &promServer{url: fmt.Sprintf("http://127.0.0.1:%d", port), log: &proctest.Buffer{}}
-	cmd := exec.Command(bin, "--config.file", filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path", filepath.Join(dir, "data"),
-		"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port))
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("prometheus log (last 8 KB):\n%s", tail(p.log.String(), 8<<10))
-		}
-	})
+	p := &promServer{url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	proctest.Start(t, "prometheus", exec.Command(bin, "--config.file", filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path", filepath.Join(dir, "data"), "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port)))
 	return p
 }
 

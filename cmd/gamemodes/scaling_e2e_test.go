@@ -137,8 +137,10 @@ func TestScalingWorkersUnderSteadyLoad(t *testing.T) {
 	lg := exec.Command(loadgen, "--mode", "nats", "--nats-url", url, "--http-url", edge.httpURL,
 		"--rate", strconv.Itoa(plan.rate), "--duration", plan.duration.String(), "--players", strconv.Itoa(plan.players),
 		"--regions", "US,EU,BR", "--seed", "14", "--progress-every", "0", "--settle", "60s")
-	lgOut, lgErr := &proctest.Buffer{}, &proctest.Buffer{}
-	lg.Stdout, lg.Stderr = lgOut, lgErr
+	lgOut := &proctest.Buffer{}
+	lg.Stdout = lgOut // the JSON report; stderr goes to the test's log on failure
+	lgErr := &proctest.Buffer{}
+	lg.Stderr = lgErr
 	if err := lg.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +149,7 @@ func TestScalingWorkersUnderSteadyLoad(t *testing.T) {
 	t.Cleanup(func() {
 		_ = lg.Process.Kill()
 		if t.Failed() {
-			t.Logf("loadgen stderr:\n%s", tail(lgErr.String(), 8<<10))
+			t.Logf("loadgen stderr:\n%s", proctest.Tail(lgErr.String(), 8<<10))
 		}
 	})
 	lag := sampleLag(t, edge)
@@ -241,10 +243,10 @@ func TestScalingWorkersUnderSteadyLoad(t *testing.T) {
 		MissedSends int64            `json:"missed_sends"`
 		Errors      map[string]int64 `json:"errors"`
 		Freshness   struct {
-			Count   int64   `json:"count"`
-			P50     float64 `json:"p50"`
-			P99     float64 `json:"p99"`
-			Max     float64 `json:"max"`
+			Count int64   `json:"count"`
+			P50   float64 `json:"p50"`
+			P99   float64 `json:"p99"`
+			Max   float64 `json:"max"`
 		} `json:"freshness_ms"`
 		Verify struct {
 			Result  string  `json:"result"`

@@ -78,3 +78,41 @@ func Tool(t testing.TB, name, require string) string {
 	t.Skipf("%s is not installed (apt-get install %s; %s=1 makes this a failure)", name, name, require)
 	return ""
 }
+
+// Process is a program a test started: its collected output and its end.
+type Process struct {
+	Cmd *exec.Cmd
+	// Log holds everything the program wrote to stdout and stderr.
+	Log *Buffer
+	// Exited is closed once the program has exited.
+	Exited chan struct{}
+}
+
+// Start starts cmd with its output collected. When the test ends the
+// program is killed and, if the test failed, the last 8 KB of its output
+// are logged under name.
+func Start(t testing.TB, name string, cmd *exec.Cmd) *Process {
+	t.Helper()
+	p := &Process{Cmd: cmd, Log: &Buffer{}, Exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.Log, p.Log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = cmd.Wait(); close(p.Exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.Exited
+		if t.Failed() {
+			t.Logf("%s output (last 8 KB):\n%s", name, Tail(p.Log.String(), 8<<10))
+		}
+	})
+	return p
+}
+
+// Tail returns the last n bytes of s.
+func Tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
