@@ -121,7 +121,7 @@ func TestComposeServices(t *testing.T) {
 	if p.Name != "gamemodes" {
 		t.Errorf("project name %q", p.Name)
 	}
-	want := []string{"archiver", "edge1", "edge2", "lb", "nats1", "nats2", "nats3", "postgres", "worker1", "worker2"}
+	want := []string{"archiver", "edge1", "edge2", "grafana", "lb", "nats1", "nats2", "nats3", "postgres", "prometheus", "worker1", "worker2"}
 	got := slices.Sorted(func(yield func(string) bool) {
 		for name := range p.Services {
 			if !yield(name) {
@@ -406,6 +406,79 @@ func TestComposeLoadBalancer(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("haproxy.cfg lacks %q", want)
 		}
+	}
+}
+
+// TestComposeObservability: Prometheus loads the repository's scrape config
+// and alerts and scrapes every gamemodes service and HAProxy's exporter;
+// Grafana reads Prometheus and has the dashboard provisioned.
+func TestComposeObservability(t *testing.T) {
+	p := loadProject(t, nil)
+	prom := service(t, p, "prometheus")
+	dir := bindSource(t, prom, "/etc/prometheus")
+	raw, err := os.ReadFile(filepath.Join(root, dir, "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		RuleFiles     []string `yaml:"rule_files"`
+		ScrapeConfigs []struct {
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range cfg.RuleFiles {
+		if _, err := os.Stat(filepath.Join(root, dir, f)); err != nil {
+			t.Errorf("rule file %s: %v", f, err)
+		}
+	}
+	if !slices.Contains(cfg.RuleFiles, "alerts.yml") {
+		t.Errorf("prometheus.yml does not load alerts.yml: %v", cfg.RuleFiles)
+	}
+	var targets []string
+	for _, sc := range cfg.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			targets = append(targets, st.Targets...)
+		}
+	}
+	want := []string{"lb:8404"}
+	for name := range gamemodesServices {
+		want = append(want, name+":8080")
+	}
+	slices.Sort(want)
+	slices.Sort(targets)
+	if !slices.Equal(targets, want) {
+		t.Errorf("scrape targets %v, want %v", targets, want)
+	}
+	for _, target := range targets {
+		if _, ok := p.Services[strings.Split(target, ":")[0]]; !ok {
+			t.Errorf("scrape target %s is no service", target)
+		}
+	}
+
+	g := service(t, p, "grafana")
+	prov := bindSource(t, g, "/etc/grafana/provisioning")
+	dash := bindSource(t, g, "/etc/grafana/dashboards/gamemodes.json")
+	if _, err := os.Stat(filepath.Join(root, dash)); err != nil {
+		t.Errorf("dashboard: %v", err)
+	}
+	ds, err := os.ReadFile(filepath.Join(root, prov, "datasources", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(ds), "url: http://prometheus:9090") {
+		t.Errorf("grafana data source does not point at the prometheus service:\n%s", ds)
+	}
+	provider, err := os.ReadFile(filepath.Join(root, prov, "dashboards", "gamemodes.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(provider), "path: /etc/grafana/dashboards") {
+		t.Errorf("dashboard provider does not read /etc/grafana/dashboards:\n%s", provider)
 	}
 }
 

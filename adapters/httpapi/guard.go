@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -112,8 +113,13 @@ const (
 
 // metrics are the edge's own metrics; a nil *metrics counts nothing.
 type metrics struct {
-	refused *prometheus.CounterVec
+	refused  *prometheus.CounterVec
+	duration *prometheus.HistogramVec
 }
+
+// requestBuckets are the bounds of gamemodes_http_request_duration_seconds:
+// 0.25 ms to about 4 s.
+var requestBuckets = prometheus.ExponentialBuckets(0.00025, 2, 15)
 
 func newMetrics(reg prometheus.Registerer, inflight *atomic.Int64, log *slog.Logger) *metrics {
 	if reg == nil {
@@ -122,17 +128,58 @@ func newMetrics(reg prometheus.Registerer, inflight *atomic.Int64, log *slog.Log
 	m := &metrics{refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gamemodes_http_refused_total",
 		Help: "Requests refused by the HTTP edge before storing, by reason (unauthorized, forbidden, invalid_body, rate_limited_user, rate_limited_address, stream_disconnected, overloaded, too_many_streams).",
-	}, []string{"reason"})}
+	}, []string{"reason"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gamemodes_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by route (event, popular, healthz, readyz, metrics, other; lobby streams are not timed) and status code.",
+			Buckets: requestBuckets,
+		}, []string{"route", "code"}),
+	}
 	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gamemodes_http_inflight_events",
 		Help: "Events the HTTP edge is storing now (capped by the in-flight limit).",
 	}, func() float64 { return float64(inflight.Load()) })
-	for _, c := range []prometheus.Collector{m.refused, gauge} {
+	for _, c := range []prometheus.Collector{m.refused, m.duration, gauge} {
 		if err := reg.Register(c); err != nil {
 			log.Error("httpapi: register metrics", "err", err)
 		}
 	}
 	return m
+}
+
+// timeRequests is the middleware behind
+// gamemodes_http_request_duration_seconds: it answers the request (errors
+// through the app's error handler, so the status is final) and observes how
+// long that took.
+func (m *metrics) timeRequests(c *fiber.Ctx) error {
+	if m == nil {
+		return c.Next()
+	}
+	start := time.Now()
+	if err := c.Next(); err != nil {
+		if err := c.App().Config().ErrorHandler(c, err); err != nil {
+			_ = c.SendStatus(fiber.StatusInternalServerError)
+		}
+	}
+	var route string
+	switch c.Route().Path {
+	case PathPopularStream:
+		return nil // a stream lasts as long as its client
+	case PathEvent:
+		route = "event"
+	case PathPopular:
+		route = "popular"
+	case PathHealthz:
+		route = "healthz"
+	case PathReadyz:
+		route = "readyz"
+	case PathMetrics:
+		route = "metrics"
+	default:
+		route = "other"
+	}
+	m.duration.WithLabelValues(route, strconv.Itoa(c.Response().StatusCode())).Observe(time.Since(start).Seconds())
+	return nil
 }
 
 func (m *metrics) refuse(reason string) {

@@ -378,3 +378,43 @@ func TestRefusedRequestsAreCounted(t *testing.T) {
 		t.Errorf("Submit called %d times", sub.calls.Load())
 	}
 }
+
+// TestRequestsAreTimedByRouteAndStatus: every answer, errors included, is
+// observed in gamemodes_http_request_duration_seconds under its route and
+// final status code.
+func TestRequestsAreTimedByRouteAndStatus(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	sub := &blockingSubmitter{entered: make(chan struct{}, 8), release: make(chan struct{})}
+	close(sub.release)
+	srv := httpapi.New(httpapi.Config{}, httpapi.Deps{Events: sub, Lobby: lobby.NewView(domain.DefaultCatalog(), nil), Registerer: reg})
+	postAuth(t, srv, "", event(nil))                                                     // 202
+	do(t, srv, newRequest(http.MethodPost, httpapi.PathEvent, "text/plain", event(nil))) // 415
+	do(t, srv, newRequest(http.MethodGet, httpapi.PathPopular+"?region=XX", "", ""))
+	do(t, srv, newRequest(http.MethodGet, "/nowhere", "", ""))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "gamemodes_http_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			got[labels["route"]+" "+labels["code"]] = m.GetHistogram().GetSampleCount()
+		}
+	}
+	want := map[string]uint64{"event 202": 1, "event 415": 1, "popular 400": 1, "other 404": 1}
+	if len(got) != len(want) {
+		t.Errorf("timed %v, want %v", got, want)
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("%s observed %d times, want %d (all: %v)", k, got[k], n, got)
+		}
+	}
+}

@@ -188,6 +188,15 @@ type Config struct {
 	// it sends a comment line, so that proxies keep it open (default 15s).
 	// A stream whose client cannot take a write for WriteTimeout is closed.
 	StreamPingInterval time.Duration
+
+	// DrainDelay is how long Shutdown keeps serving after /readyz starts
+	// answering 503 draining, before it closes the listener: the time a load
+	// balancer needs to see the failed health check and stop sending new
+	// requests (HAProxy: inter x fall; Kubernetes: the endpoint removal).
+	// Meanwhile every answer carries Connection: close, so clients and
+	// proxies open their next connection elsewhere. 0, the default, closes
+	// the listener at once.
+	DrainDelay time.Duration
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -200,6 +209,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ReadTimeout <= 0 {
 		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.DrainDelay < 0 {
+		c.DrainDelay = 0
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout
@@ -336,6 +348,7 @@ type Server struct {
 	ln       net.Listener
 	served   chan struct{} // closed when the serve goroutine returns
 	stopping atomic.Bool
+	draining atomic.Bool // set at Shutdown: /readyz answers 503 while the listener still serves
 }
 
 // New builds a Server with its routes; it does not listen yet. Without
@@ -397,7 +410,7 @@ func New(cfg Config, deps Deps) *Server {
 		fcfg.EnableIPValidation = true
 	}
 	s.app = fiber.New(fcfg)
-	s.app.Use(fiberrecover.New())
+	s.app.Use(fiberrecover.New(), s.closeWhileDraining, s.metrics.timeRequests)
 	var api []fiber.Handler
 	if s.addrLim != nil {
 		api = append(api, s.limitAddr)
@@ -499,7 +512,24 @@ func (s *Server) Addr() string {
 // Shutdown stops accepting connections and waits for in-flight requests to
 // finish, or for ctx to end. It is safe to call when not listening and more
 // than once; a shut down Server cannot listen again.
+//
+// With Config.DrainDelay it first drains: /readyz answers 503 draining at
+// once and every answer carries Connection: close, while the listener goes
+// on serving for DrainDelay (or until ctx ends), so a load balancer takes the
+// edge out of rotation before any connection is refused.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	listening := s.ln != nil
+	s.mu.Unlock()
+	if listening && !s.draining.Swap(true) && s.cfg.DrainDelay > 0 {
+		s.log.Info("draining: /readyz answers 503 while the listener serves on", "drain_delay", s.cfg.DrainDelay)
+		t := time.NewTimer(s.cfg.DrainDelay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
 	s.stopping.Store(true)
 	s.cancelBase() // reads waiting for a consistency token answer at once
 	s.mu.Lock()
@@ -623,6 +653,9 @@ type notReady struct {
 }
 
 func (s *Server) getReadyz(c *fiber.Ctx) error {
+	if s.draining.Load() {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(notReady{Status: "draining", Reason: "shutting down: the listener closes after the drain delay"})
+	}
 	if s.readiness != nil {
 		if err := s.readiness.Ready(); err != nil {
 			return c.Status(fiber.StatusServiceUnavailable).JSON(notReady{Status: "not_ready", Reason: err.Error()})
@@ -633,6 +666,16 @@ func (s *Server) getReadyz(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(bodyReady)
+}
+
+// closeWhileDraining asks the client to close its connection after the
+// answer once Shutdown has begun, so its next request opens a connection
+// that the load balancer sends to another edge.
+func (s *Server) closeWhileDraining(c *fiber.Ctx) error {
+	if s.draining.Load() {
+		c.Context().SetConnectionClose()
+	}
+	return c.Next()
 }
 
 // isJSON reports whether a Content-Type header names application/json,

@@ -916,3 +916,66 @@ func TestEventIDsDifferingBySpacesAreNotDuplicates(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownDrainsBeforeClosingTheListener: with a drain delay, /readyz
+// answers 503 draining as soon as Shutdown begins while events are still
+// accepted on the open listener (each answer asking to close the
+// connection); only after the delay is the listener closed.
+func TestShutdownDrainsBeforeClosingTheListener(t *testing.T) {
+	e := newEnv(t, httpapi.Config{DrainDelay: 30 * time.Second})
+	if err := e.srv.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	addr := e.srv.Addr()
+	base := "http://" + addr
+	get := func(path string) (*http.Response, error) {
+		res, err := http.Get(base + path)
+		if err == nil {
+			res.Body.Close()
+		}
+		return res, err
+	}
+	if res, err := get(httpapi.PathReadyz); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("readyz before shutdown: %v %v", res, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.srv.Shutdown(ctx) }()
+
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		res, err := get(httpapi.PathReadyz)
+		if err != nil {
+			t.Fatalf("readyz while draining: %v (the listener closed before the delay)", err)
+		}
+		if res.StatusCode == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("readyz still 200 after Shutdown began")
+		}
+	}
+	before := e.count()
+	res, err := http.Post(base+httpapi.PathEvent, "application/json", strings.NewReader(event(nil)))
+	if err != nil {
+		t.Fatalf("post while draining: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusAccepted || !res.Close {
+		t.Fatalf("post while draining: status %d, Connection: close %v; want 202 and close", res.StatusCode, res.Close)
+	}
+	if got := e.count(); got != before+1 {
+		t.Fatalf("stream went from %d to %d while draining", before, got)
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned before the drain delay: %v", err)
+	default:
+	}
+	cancel() // end the delay early: the listener closes now
+	if err := <-stopped; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Fatalf("still accepting on %s after the drain", addr)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/adapters/postgres"
+	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 	"github.com/gamemodes/gamemodes/modules/rebuild"
 	"github.com/gamemodes/gamemodes/nats/embedded"
 	"github.com/gamemodes/gamemodes/nats/natsconn"
@@ -22,7 +23,7 @@ import (
 
 // migrate applies the database migrations.
 func migrate(args []string, stderr io.Writer) int {
-	cfg, err := parseConfig("migrate", args)
+	cfg, err := config.Parse("migrate", args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -52,8 +53,8 @@ func migrate(args []string, stderr io.Writer) int {
 
 // runRebuild recreates the live state from the archive.
 func runRebuild(args []string, stdout, stderr io.Writer) int {
-	var cfg Config
-	fs, finish := newFlagSet("rebuild", &cfg)
+	var cfg config.Config
+	fs, finish := config.NewFlagSet("rebuild", &cfg)
 	at := fs.String("at", "", "instant to rebuild, RFC 3339 (default now)")
 	window := fs.Duration("window", 0, "how far before --at events are read (default 3 x --player-ttl)")
 	force := fs.Bool("force", false, "run even while workers are live (stop them first: they keep their in-memory state)")
@@ -87,7 +88,7 @@ func runRebuild(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 
-	url, sec := cfg.NATSURL, cfg.natsSecurity()
+	url, sec := cfg.NATSURL, natsSecurity(cfg)
 	if url == "" {
 		sec = natsconn.Config{} // its own embedded server on --data-dir: no users, no TLS
 		ns, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: cfg.DataDir, ServerName: "gamemodes-rebuild", Logger: log})
@@ -121,7 +122,7 @@ func runRebuild(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer pool.Close()
-	rep, err := rebuild.Run(ctx, cfg.catalog, rebuild.Options{
+	rep, err := rebuild.Run(ctx, cfg.Catalog(), rebuild.Options{
 		At: instant, PlayerTTL: topo.PlayerTTL, Window: *window, Partitions: topo.Partitions, Force: *force,
 	}, postgres.NewRebuildArchive(pool), jsadapter.NewRebuildState(js))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/gamemodes/gamemodes/adapters/httpapi"
 	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/adapters/postgres"
+	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 	"github.com/gamemodes/gamemodes/modules/archive"
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/ingest"
@@ -40,9 +41,9 @@ type NATS struct {
 // newNATS starts the embedded server when no URL is configured, connects,
 // and ensures the stream and buckets. A connection that ends for good
 // (refused credentials or certificate) stops the process with exit code 1.
-func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg Config, log *slog.Logger) (*NATS, error) {
+func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg config.Config, log *slog.Logger) (*NATS, error) {
 	n := &NATS{}
-	url, sec := cfg.NATSURL, cfg.natsSecurity()
+	url, sec := cfg.NATSURL, natsSecurity(cfg)
 	var inProcess []nats.Option
 	if url == "" {
 		ns, err := embedded.Start(embedded.Options{
@@ -67,7 +68,7 @@ func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg Config, log *slog.Logger) (*
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}))
-		url, sec, inProcess = cfg.embeddedConnection(ns)
+		url, sec, inProcess = embeddedConnection(cfg, ns)
 	}
 	link, err := connectNATS(url, cfg.InstanceID, sec, log, func(error) { _ = sd.Shutdown(fx.ExitCode(1)) }, inProcess...)
 	if err != nil {
@@ -169,13 +170,38 @@ func newRegistry() (*prometheus.Registry, prometheus.Registerer, prometheus.Gath
 	return reg, reg, reg
 }
 
+// registerNATSMetrics exports the process's NATS connection and the
+// topology's partition count, which the alerts compare the owned partitions
+// with (deploy/prometheus/alerts.yml).
+func registerNATSMetrics(reg prometheus.Registerer, n *NATS) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gamemodes_nats_connected",
+			Help: "1 while the process's NATS connection is connected, 0 while it is disconnected or reconnecting.",
+		}, func() float64 {
+			if n.Conn.IsConnected() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gamemodes_nats_reconnects_total",
+			Help: "Times the process's NATS connection reconnected.",
+		}, func() float64 { return float64(n.Conn.Stats().Reconnects) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gamemodes_topology_partitions",
+			Help: "Partitions of the events stream (each must have one owner).",
+		}, func() float64 { return float64(n.Topology.Partitions) }),
+	)
+}
+
 // readiness answers /readyz: NATS connected and the topology ensured (done
 // before start), the lobby view synced on an edge, and, on a process that
 // archives but serves no API, the archive writable. An edge stays ready while
 // Postgres is down: events wait in the stream, so ingestion must go on.
 type readiness struct {
 	fx.In
-	Config   Config
+	Config   config.Config
 	NATS     *NATS
 	View     *lobby.View       `optional:"true"`
 	Archiver *archive.Archiver `optional:"true"`
@@ -188,7 +214,7 @@ func (r readiness) Ready() error {
 	if r.View != nil && !r.View.Synced() {
 		return errors.New("lobby view not synced yet")
 	}
-	if r.Archiver != nil && !r.Config.Has(RoleEdge) {
+	if r.Archiver != nil && !r.Config.Has(config.RoleEdge) {
 		if err := r.Archiver.Ready(); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
@@ -197,19 +223,20 @@ func (r readiness) Ready() error {
 }
 
 // appOptions assembles the fx application for cfg's roles.
-func appOptions(cfg Config, log *slog.Logger) fx.Option {
+func appOptions(cfg config.Config, log *slog.Logger) fx.Option {
 	opts := []fx.Option{
-		fx.Supply(cfg, log, cfg.catalog),
+		fx.Supply(cfg, log, cfg.Catalog()),
 		fx.Provide(newRegistry, newNATS, func(n *NATS) jetstream.JetStream { return n.JS }),
 		fx.Provide(ingest.NewMetrics),
+		fx.Invoke(registerNATSMetrics),
 	}
-	if cfg.Has(RoleWorker) {
+	if cfg.Has(config.RoleWorker) {
 		opts = append(opts, workerModule)
 	}
-	if cfg.Has(RoleArchiver) {
+	if cfg.Has(config.RoleArchiver) {
 		opts = append(opts, archiverModule(cfg))
 	}
-	if cfg.Has(RoleEdge) {
+	if cfg.Has(config.RoleEdge) {
 		opts = append(opts, edgeModule)
 		if !cfg.NoOpsPage {
 			opts = append(opts, opsModule)
@@ -243,7 +270,7 @@ var workerModule = fx.Module("worker",
 			return s, nil
 		},
 	),
-	fx.Invoke(func(lc fx.Lifecycle, cfg Config, n *NATS, catalog *domain.Catalog, store *jsadapter.PartitionStore, m *partition.Metrics, log *slog.Logger) error {
+	fx.Invoke(func(lc fx.Lifecycle, cfg config.Config, n *NATS, catalog *domain.Catalog, store *jsadapter.PartitionStore, m *partition.Metrics, log *slog.Logger) error {
 		log = log.With("component", "worker")
 		w := partition.NewWorker(partition.OwnerConfig{
 			OwnerID: cfg.InstanceID, Partitions: n.Topology.Partitions, PlayerTTL: n.Topology.PlayerTTL,
@@ -290,7 +317,7 @@ var edgeModule = fx.Module("edge",
 		w := jsadapter.NewShardWatcher(n.JS, v.Catalog(), v, log.With("component", "lobby"))
 		lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
 	}),
-	fx.Invoke(func(lc fx.Lifecycle, cfg Config, n *NATS, b *lobby.Broadcaster, reg prometheus.Registerer, log *slog.Logger) {
+	fx.Invoke(func(lc fx.Lifecycle, cfg config.Config, n *NATS, b *lobby.Broadcaster, reg prometheus.Registerer, log *slog.Logger) {
 		p := jsadapter.NewPopularPublisher(n.JS, b, jsadapter.PopularPublisherConfig{Member: cfg.InstanceID, LeaseTTL: n.Topology.LeaseTTL, Refresh: jsadapter.DefaultPopularRefresh},
 			log.With("component", "popular"), reg)
 		lc.Append(fx.Hook{OnStart: p.Start, OnStop: p.Stop})
@@ -300,7 +327,7 @@ var edgeModule = fx.Module("edge",
 // opsModule serves the operations page at / and its status at
 // /api/v1/ops/status on an edge (unless --no-ops-page).
 var opsModule = fx.Module("ops",
-	fx.Provide(fx.Annotate(func(lc fx.Lifecycle, cfg Config, n *NATS, v *lobby.View, m *ingest.Metrics) *ops.Service {
+	fx.Provide(fx.Annotate(func(lc fx.Lifecycle, cfg config.Config, n *NATS, v *lobby.View, m *ingest.Metrics) *ops.Service {
 		s := ops.NewService(ops.Config{InstanceID: cfg.InstanceID, Roles: cfg.Roles}, ops.Deps{
 			Counts: v, Cluster: jsadapter.NewOpsReader(n.JS, v.Catalog(), n.Topology.Partitions),
 			Accepted: m.Accepted, Rejected: m.Rejected,
@@ -312,7 +339,7 @@ var opsModule = fx.Module("ops",
 
 // archiverModule archives every event in Postgres. Without --postgres-url it
 // only creates the durable consumer, which keeps the backlog for later.
-func archiverModule(cfg Config) fx.Option {
+func archiverModule(cfg config.Config) fx.Option {
 	feed := fx.Provide(func(lc fx.Lifecycle, n *NATS) (*jsadapter.ArchiveFeed, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -357,7 +384,7 @@ func archiverModule(cfg Config) fx.Option {
 }
 
 // httpConfig builds the HTTP server settings: authentication and limits.
-func httpConfig(cfg Config, log *slog.Logger) (httpapi.Config, error) {
+func httpConfig(cfg config.Config, log *slog.Logger) (httpapi.Config, error) {
 	auth, err := httpapi.NewAuthenticator(httpapi.AuthConfig{SecretFile: cfg.JWTSecretFile, PublicKeyFile: cfg.JWTPublicKeyFile})
 	if err != nil {
 		return httpapi.Config{}, fmt.Errorf("--jwt-secret-file/--jwt-public-key-file: %w", err)
@@ -374,7 +401,7 @@ func httpConfig(cfg Config, log *slog.Logger) (httpapi.Config, error) {
 		AddrRateLimit: cfg.RateLimitAddr, AddrRateBurst: cfg.RateBurstAddr,
 		TrustedProxies: cfg.TrustedProxies, MaxInflight: cfg.MaxInflight,
 		ConsistencyWait: cfg.ConsistencyWait, MaxConsistencyWaiters: cfg.ConsistencyWaiters,
-		MaxStreams: cfg.MaxStreams,
+		MaxStreams: cfg.MaxStreams, DrainDelay: cfg.DrainDelay,
 	}
 	if err := hc.Validate(); err != nil {
 		return httpapi.Config{}, fmt.Errorf("HTTP limits: %w", err)

@@ -9,11 +9,12 @@ import (
 	"syscall"
 
 	"github.com/gamemodes/gamemodes/adapters/httpapi"
+	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 	"go.uber.org/fx"
 )
 
 // checkHTTPS refuses --tls-cert/--tls-key that cannot serve, naming them.
-func checkHTTPS(cfg Config) error {
+func checkHTTPS(cfg config.Config) error {
 	if cfg.TLSCert == "" && cfg.TLSKey == "" {
 		return nil
 	}

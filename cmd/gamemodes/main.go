@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 	"go.uber.org/dig"
 	"go.uber.org/fx"
 	"golang.org/x/term"
@@ -48,8 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "rebuild":
 		return runRebuild(args, stdout, stderr)
 	case "help":
-		var c Config
-		fs, _ := newFlagSet("serve", &c)
+		var c config.Config
+		fs, _ := config.NewFlagSet("serve", &c)
 		fs.SetOutput(stderr)
 		fmt.Fprintln(stderr, "usage: gamemodes [serve|migrate|rebuild] [flags]   (rebuild adds --at, --window, --force)")
 		fs.PrintDefaults()
@@ -60,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func newLogger(cfg Config, w io.Writer) *slog.Logger {
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		level = slog.LevelInfo
@@ -78,7 +79,7 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 }
 
 func serve(args []string, stderr io.Writer) int {
-	cfg, err := parseConfig("serve", args)
+	cfg, err := config.Parse("serve", args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -94,7 +95,9 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	tuneRuntime()
 	servePprof(cfg.PprofAddr, log)
-	app := fx.New(appOptions(cfg, log), fx.NopLogger, fx.StartTimeout(60*time.Second), fx.StopTimeout(20*time.Second))
+	// Stopping drains the HTTP listener first (--drain-delay), then every role.
+	stopTimeout := 20*time.Second + cfg.DrainDelay
+	app := fx.New(appOptions(cfg, log), fx.NopLogger, fx.StartTimeout(60*time.Second), fx.StopTimeout(stopTimeout))
 	if err := app.Err(); err != nil {
 		log.Error("cannot start", "err", startFailure(err))
 		return 1
@@ -118,7 +121,7 @@ func serve(args []string, stderr io.Writer) int {
 	case s := <-app.Wait(): // the NATS connection ended for good (logged)
 		code = s.ExitCode
 	}
-	stopCtx, cancelStop := context.WithTimeout(context.Background(), 20*time.Second)
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancelStop()
 	if err := app.Stop(stopCtx); err != nil {
 		log.Error("shutdown incomplete", "err", err)

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 	"github.com/gamemodes/gamemodes/nats/natsconn"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -15,7 +16,7 @@ import (
 // natsSecurity is the security of the NATS client connection set by the
 // flags (--nats-user/--nats-password[-file], --nats-creds,
 // --nats-nkey-seed, --nats-tls-*).
-func (c Config) natsSecurity() natsconn.Config {
+func natsSecurity(c config.Config) natsconn.Config {
 	return natsconn.Config{
 		User: c.NATSUser, Password: c.NATSPassword, CredsFile: c.NATSCreds, NKeySeedFile: c.NATSNKeySeed,
 		CAFile: c.NATSTLSCA, CertFile: c.NATSTLSCert, KeyFile: c.NATSTLSKey,
@@ -28,8 +29,8 @@ func (c Config) natsSecurity() natsconn.Config {
 // requires TLS (and maybe a client certificate), in-process with the same
 // credentials and no TLS (the --nats-tls-* flags are for other servers; a
 // tls:// URL would make the client ask for TLS).
-func (c Config) embeddedConnection(ns *server.Server) (string, natsconn.Config, []nats.Option) {
-	sec := c.natsSecurity()
+func embeddedConnection(c config.Config, ns *server.Server) (string, natsconn.Config, []nats.Option) {
+	sec := natsSecurity(c)
 	if c.NATSListenTLSCert == "" {
 		return ns.ClientURL(), sec, nil
 	}

@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 )
 
 // loadSecretFiles reads the secrets given as files (--nats-password-file,
 // --postgres-url-file) into c. A file is preferred to a flag or an
 // environment variable: it shows neither in `ps` nor in the process's
 // environment. An error names the flag and the file, never the content.
-func loadSecretFiles(c *Config) error {
+func loadSecretFiles(c *config.Config) error {
 	for _, f := range []struct {
 		fileFlag, file, flag string
 		value                *string

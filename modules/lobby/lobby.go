@@ -72,8 +72,38 @@ func NewView(catalog *domain.Catalog, reg prometheus.Registerer) *View {
 			}
 			return 0
 		}))
+		reg.MustRegister(playersCollector{v})
 	}
 	return v
+}
+
+// playersDesc describes gamemodes_lobby_players.
+var playersDesc = prometheus.NewDesc("gamemodes_lobby_players",
+	"Players counted in each region and game mode, as this edge's lobby view sums the count shards (zeros included).",
+	[]string{"region", "game_mode"}, nil)
+
+// playersCollector exports the view's totals at each scrape: one series per
+// region and game mode of the catalog.
+type playersCollector struct{ v *View }
+
+// Describe sends the one descriptor.
+func (c playersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- playersDesc }
+
+// Collect sends every region and mode's count.
+func (c playersCollector) Collect(ch chan<- prometheus.Metric) {
+	cat := c.v.catalog
+	counts := make([]int64, cat.NumRegions()*cat.NumModes())
+	c.v.mu.Lock()
+	for r := 0; r < cat.NumRegions(); r++ {
+		copy(counts[r*cat.NumModes():], c.v.totals.Region(r))
+	}
+	c.v.mu.Unlock()
+	for r := 0; r < cat.NumRegions(); r++ {
+		for m := 0; m < cat.NumModes(); m++ {
+			ch <- prometheus.MustNewConstMetric(playersDesc, prometheus.GaugeValue, float64(counts[r*cat.NumModes()+m]),
+				cat.Region(r), strconv.Itoa(cat.GameMode(m)))
+		}
+	}
 }
 
 // SetShard replaces a partition's counts with those of its count shard

@@ -64,3 +64,36 @@ func TestViewRejectsMissingAndUnknownRegions(t *testing.T) {
 		t.Fatal("not synced after MarkSynced")
 	}
 }
+
+// TestViewExportsPlayersPerRegionAndMode: gamemodes_lobby_players has one
+// series per region and mode of the catalog, equal to the view's totals.
+func TestViewExportsPlayersPerRegionAndMode(t *testing.T) {
+	c := domain.MustCatalog([]string{"US", "EU"}, []int{1, 2, 3})
+	reg := prometheus.NewRegistry()
+	v := NewView(c, reg)
+	v.SetShard(0, 0, 0, shard(c, map[string]map[int]int64{"US": {1: 5, 2: 7}}))
+	v.SetShard(1, 0, 0, shard(c, map[string]map[int]int64{"US": {1: 3}, "EU": {3: 2}}))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "gamemodes_lobby_players" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := m.GetLabel() // sorted by name: game_mode, region
+			got[l[1].GetValue()+"/"+l[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	want := map[string]float64{"US/1": 8, "US/2": 7, "US/3": 0, "EU/1": 0, "EU/2": 0, "EU/3": 2}
+	if len(got) != len(want) {
+		t.Fatalf("series %v, want %v", got, want)
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("%s = %v, want %v", k, got[k], n)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -59,4 +60,59 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// Tool returns the path of the program name (haproxy, prometheus, ...). When
+// it is not installed the test is skipped, or fails when the environment
+// variable require is "1" (CI sets it after installing the program, so that
+// a missing install cannot pass as a skip).
+func Tool(t testing.TB, name, require string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv(require) == "1" {
+		t.Fatalf("%s is not installed and %s=1: %v", name, require, err)
+	}
+	t.Skipf("%s is not installed (apt-get install %s; %s=1 makes this a failure)", name, name, require)
+	return ""
+}
+
+// Process is a program a test started: its collected output and its end.
+type Process struct {
+	Cmd *exec.Cmd
+	// Log holds everything the program wrote to stdout and stderr.
+	Log *Buffer
+	// Exited is closed once the program has exited.
+	Exited chan struct{}
+}
+
+// Start starts cmd with its output collected. When the test ends the
+// program is killed and, if the test failed, the last 8 KB of its output
+// are logged under name.
+func Start(t testing.TB, name string, cmd *exec.Cmd) *Process {
+	t.Helper()
+	p := &Process{Cmd: cmd, Log: &Buffer{}, Exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.Log, p.Log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = cmd.Wait(); close(p.Exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.Exited
+		if t.Failed() {
+			t.Logf("%s output (last 8 KB):\n%s", name, Tail(p.Log.String(), 8<<10))
+		}
+	})
+	return p
+}
+
+// Tail returns the last n bytes of s.
+func Tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }

@@ -1,4 +1,9 @@
-package main
+// Package config is the command line and environment of the gamemodes
+// binary: the Config every role runs with, and the flag set that fills it
+// (each flag also an environment variable GAMEMODES_<FLAG>). It is a package
+// of its own so that the deployment checks can parse a manifest's container
+// arguments with the binary's own flags.
+package config
 
 import (
 	"errors"
@@ -60,6 +65,7 @@ type Config struct {
 
 	ConsistencyWait    time.Duration
 	ConsistencyWaiters int
+	DrainDelay         time.Duration
 
 	// Secured connections: NATS client credentials and TLS, the embedded
 	// server's TLS, HTTPS on the edge, secrets read from files.
@@ -81,6 +87,10 @@ type Config struct {
 	catalog *domain.Catalog
 }
 
+// Catalog returns the regions and game modes of --regions and --game-modes
+// (nil before the flags are parsed and finished).
+func (c Config) Catalog() *domain.Catalog { return c.catalog }
+
 // Has reports whether the process runs role.
 func (c Config) Has(role string) bool { return slices.Contains(c.Roles, role) }
 
@@ -92,8 +102,10 @@ func (c Config) Topology() topology.Config {
 	}.Defaults()
 }
 
-// newFlagSet declares the flags shared by serve, rebuild and migrate.
-func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
+// NewFlagSet declares the flags shared by serve, rebuild and migrate into a
+// flag set named name that fills c; call the returned function after parsing
+// to derive and check the rest of c (roles, catalog, topology).
+func NewFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	roles := fs.String("roles", "all", "roles to run: all, or a comma list of edge, worker, archiver")
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address of the edge")
@@ -128,6 +140,7 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.BoolVar(&c.NoOpsPage, "no-ops-page", false, "do not serve the operations page at / and /api/v1/ops/status (it shows instance and worker names; turn it off on an edge facing the internet)")
 	fs.IntVar(&c.MaxStreams, "max-streams", 0, "open lobby streams (SSE) before GET /api/v1/popular_game_modes/stream answers 503 overloaded (0: 10000, negative: no cap)")
 	fs.DurationVar(&c.FlushEvery, "shard-flush-interval", 5*time.Millisecond, "least time between two count-shard writes of a partition (an idle partition writes a change at once)")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, how long /readyz answers 503 while the HTTP listener still serves, before it closes (at least the load balancer's health check interval x fall; 0: close at once)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty: off")
 	// Secured connections (README "Securing connections").
 	fs.StringVar(&c.NATSCreds, "nats-creds", "", "NATS credentials file (user JWT and NKey seed) of an operator-mode server")
@@ -162,6 +175,9 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 		if c.catalog, err = domain.NewCatalog(c.Regions, c.GameModes); err != nil {
 			return fmt.Errorf("--regions/--game-modes: %w", err)
 		}
+		if c.DrainDelay < 0 {
+			return fmt.Errorf("--drain-delay %s: must not be negative", c.DrainDelay)
+		}
 		if err := c.Topology().Validate(); err != nil {
 			return fmt.Errorf("--partitions/--replicas/--player-ttl/--dedup-window: %w", err)
 		}
@@ -170,10 +186,10 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	return fs, finish
 }
 
-// parseConfig parses args and the GAMEMODES_* environment.
-func parseConfig(name string, args []string) (Config, error) {
+// Parse parses args and the GAMEMODES_* environment with the flag set named name.
+func Parse(name string, args []string) (Config, error) {
 	var c Config
-	fs, finish := newFlagSet(name, &c)
+	fs, finish := NewFlagSet(name, &c)
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("GAMEMODES")); err != nil {
 		return c, err
 	}
