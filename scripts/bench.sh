@@ -10,7 +10,9 @@
 # (0.5 ms each way at 1 ms RTT), one edge and two workers, once per
 # REPLICATED_RUNS entry "<node RTT>:<events/s, 0 = max>", DURATION each, with
 # REPLICATED_PLAYERS players; one JSON line per run in $OUT/replicated.jsonl
-# and a table in $OUT/replicated.md. RUNS does not apply to it.
+# and a table in $OUT/replicated.md. RUNS does not apply to it. BIN_DIR (bin)
+# holds the gamemodes, nats-server and loadgen binaries it runs (another
+# version of gamemodes there measures that version).
 #
 # Environment: RUNS (3), DURATION (60s), MIXED_RATE (15000 operations/s), HALF_RATE (6000 events/s),
 # PLAYERS (100000), RESIDENT (10000000; the resident scenario populates once and reloads RUNS times), OUT (data/bench/<time>),
@@ -138,7 +140,7 @@ replicated() {
     rtt=${entry%%:*} rate=${entry#*:}
     label="rtt-$rtt-rate-$rate"
     echo "bench: replicated $label" >&2
-    bin/netcluster bench --build=false --bin-dir bin --dir "$OUT/replicated" --rtt "$rtt" --client-rtt 1ms \
+    bin/netcluster bench --build=false --bin-dir "${BIN_DIR:-bin}" --dir "$OUT/replicated" --rtt "$rtt" --client-rtt 1ms \
       --edges 1 --workers 2 --label "$label" --samples-out "$OUT/replicated.$label.samples" --catchup-timeout 3m -- \
       --rate "$rate" --duration "$DURATION" --players "$REPLICATED_PLAYERS" --ryw-every 200ms --settle 5m --progress-every 10s \
       >"$OUT/replicated.$label.json" 2>"$OUT/replicated.$label.err" || echo "bench: replicated $label exited $?" >&2
