@@ -438,6 +438,12 @@ func run(ctx context.Context, cfg config, log io.Writer) (summary, error) {
 		}
 	}
 	pr := r.newProbe()
+	var cpu0 cpuReading
+	if !cfg.cpu.empty() {
+		if cpu0, err = cfg.cpu.read(); err != nil {
+			return summary{}, err
+		}
+	}
 	r.pace = newPacer(cfg.rate, cfg.duration, cfg.events, ctx.Done())
 	stopProgress := make(chan struct{})
 	if cfg.progressEvery > 0 {
@@ -449,10 +455,24 @@ func run(ctx context.Context, cfg config, log io.Writer) (summary, error) {
 	pr.stop()
 	<-probeDone
 	close(stopProgress)
+	var cpu1 cpuReading
+	if !cfg.cpu.empty() {
+		if cpu1, err = cfg.cpu.read(); err != nil {
+			return summary{}, err
+		}
+	}
 	sum := r.summarize(elapsed, pr)
 	sum.Verify = verifyReport{Result: "skipped"}
 	if cfg.verify {
 		sum.Verify = r.verify(pr)
+	}
+	if !cfg.cpu.empty() {
+		cpu2, err := cfg.cpu.read()
+		if err != nil {
+			return summary{}, err
+		}
+		send, tail := cpuBetween(cpu0, cpu1, sum.EventsAcked), cpuBetween(cpu1, cpu2, sum.EventsAcked)
+		sum.CPU, sum.CPUAfter = &send, &tail
 	}
 	return sum, nil
 }
