@@ -16,7 +16,9 @@
 # COST_REVS ("name=git-revision ...": each built from a detached worktree into $OUT/bin/, added to
 # COST_BINS), COST_RATES ("2000 4000 8000 max"), COST_TRANSPORTS ("http nats"), COST_DURATION (30s),
 # COST_PLAYERS (200000), COST_IDLE (30s), COST_NAIVE (1; 0 leaves the baseline out), REDIS_ADDR
-# (127.0.0.1:6379). The table is $OUT/cost.md (loadgen cost-table).
+# (127.0.0.1:6379), COST_FLAGS_<name> (more serve flags for binary <name>, e.g.
+# COST_FLAGS_f20="--shard-flush-interval 20ms"). Binary names are [A-Za-z0-9_]. The table is
+# $OUT/cost.md (loadgen cost-table).
 #
 # Environment: RUNS (3), DURATION (60s), MIXED_RATE (15000 operations/s), HALF_RATE (6000 events/s),
 # PLAYERS (100000), RESIDENT (10000000; the resident scenario populates once and reloads RUNS times), OUT (data/bench/<time>),
@@ -51,11 +53,13 @@ go build -o bin/loadgen ./cmd/loadgen
 echo "bench: results in $OUT" >&2
 
 svc_pid=""
-start_service() { # $1: log name, $2: binary (default $GAMEMODES_BIN)
+start_service() { # $1: log name, $2: binary (default $GAMEMODES_BIN), rest: more flags
+  local log=$1 bin=${2:-$GAMEMODES_BIN}
+  shift 2 || shift $#
   psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS gamemodes_bench WITH (FORCE)" -c "CREATE DATABASE gamemodes_bench" >/dev/null
   rm -rf "$OUT/data"
-  "${2:-$GAMEMODES_BIN}" serve --http-addr "$HTTP" --nats-listen "$NATS" --data-dir "$OUT/data" \
-    --postgres-url "$PG_BENCH" --log-format json >"$OUT/$1.service.log" 2>&1 &
+  "$bin" serve --http-addr "$HTTP" --nats-listen "$NATS" --data-dir "$OUT/data" \
+    --postgres-url "$PG_BENCH" --log-format json "$@" >"$OUT/$log.service.log" 2>&1 &
   svc_pid=$!
   wait_ready
 }
@@ -155,9 +159,11 @@ build_rev() {
 }
 
 # cost_run runs one load of the cost scenario against the service started already:
-# $1 file stem, $2 transport (http|nats), $3 rate (a number or max), $4 database, then --cpu-pids.
+# $1 file stem, $2 transport (http|nats), $3 rate (a number or max), $4 database, $5 --cpu-pids,
+# then more loadgen flags.
 cost_run() {
   local stem=$1 transport=$2 rate=$3 db=$4 pids=$5 args=()
+  shift 5
   case $transport/$rate in
     http/max) args=(--mode http --concurrency 64) ;;
     http/*)   args=(--mode http --rate "$rate" --concurrency 128) ;;
@@ -166,9 +172,15 @@ cost_run() {
   esac
   echo "bench: $stem (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   bin/loadgen --http-url "http://$HTTP" --nats-url "nats://$NATS" --players "$COST_PLAYERS" --duration "$COST_DURATION" \
-    --progress-every 10s --cpu-pids "$pids" --cpu-postgres "$(postgres_pid "$PG_ADMIN")" --cpu-postgres-db "$db" "${args[@]}" \
+    --progress-every 10s --cpu-pids "$pids" --cpu-postgres "$(postgres_pid "$PG_ADMIN")" --cpu-postgres-db "$db" "${args[@]}" "$@" \
     >"$OUT/$stem.json" 2>"$OUT/$stem.err" || echo "bench: $stem exited $?" >&2
   tail -1 "$OUT/$stem.json" >&2
+}
+
+# bin_flags prints the extra serve flags of cost binary $1: $COST_FLAGS_<name>.
+bin_flags() {
+  local v="COST_FLAGS_$1"
+  echo "${!v:-}"
 }
 
 cost() {
@@ -183,8 +195,8 @@ cost() {
     for transport in ${COST_TRANSPORTS:-http nats}; do
       for rate in ${COST_RATES:-2000 4000 8000 max}; do
         for nb in "${bins[@]}"; do
-          start_service "cost.${nb%%=*}.$transport.$rate.$run" "${nb#*=}"
-          cost_run "cost.${nb%%=*}.$transport.$rate.$run" "$transport" "$rate" gamemodes_bench "$svc_pid"
+          start_service "cost.${nb%%=*}.$transport.$rate.$run" "${nb#*=}" $(bin_flags "${nb%%=*}")
+          cost_run "cost.${nb%%=*}.$transport.$rate.$run" "$transport" "$rate" gamemodes_bench "$svc_pid" --service-metrics "http://$HTTP/metrics"
           archive_drained 120 "$OUT/cost.${nb%%=*}.$transport.$rate.$run.archive.json" 2>/dev/null
           stop_service
         done
@@ -202,11 +214,11 @@ cost() {
     done
     # Idle: each binary started on an empty store, 5 s to settle, then its CPU with no load.
     for nb in "${bins[@]}"; do
-      start_service "idle.${nb%%=*}.$run" "${nb#*=}"
+      start_service "idle.${nb%%=*}.$run" "${nb#*=}" $(bin_flags "${nb%%=*}")
       sleep 5
       echo "bench: idle ${nb%%=*} (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
       bin/loadgen cpu --duration "${COST_IDLE:-30s}" --cpu-pids "$svc_pid" --cpu-postgres "$(postgres_pid "$PG_ADMIN")" \
-        --cpu-postgres-db gamemodes_bench >"$OUT/idle.${nb%%=*}.$run.json" || echo "bench: idle exited $?" >&2
+        --cpu-postgres-db gamemodes_bench --service-metrics "http://$HTTP/metrics" >"$OUT/idle.${nb%%=*}.$run.json" || echo "bench: idle exited $?" >&2
       cat "$OUT/idle.${nb%%=*}.$run.json" >&2
       stop_service
     done

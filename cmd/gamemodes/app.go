@@ -234,6 +234,11 @@ func appOptions(cfg Config, log *slog.Logger) fx.Option {
 		fx.Supply(cfg, log, cfg.catalog),
 		fx.Provide(newRegistry, newNATS, func(n *NATS) jetstream.JetStream { return n.JS }),
 		fx.Provide(ingest.NewMetrics),
+		fx.Invoke(func(n *NATS, reg prometheus.Registerer) {
+			if n.Embedded != nil {
+				reg.MustRegister(embedded.NewCollector(n.Embedded))
+			}
+		}),
 	}
 	if cfg.Has(RoleWorker) {
 		opts = append(opts, workerModule)

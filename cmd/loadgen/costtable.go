@@ -37,13 +37,14 @@ type costKey struct{ bin, transport, rate string }
 
 // costTable holds the runs of a cost scenario.
 type costTable struct {
-	bins  []string // in the order first seen in cost.bins, else sorted
-	loads map[costKey][]summary
-	idle  map[string][]cpuReport
+	bins     []string // in the order first seen in cost.bins, else sorted
+	loads    map[costKey][]summary
+	idle     map[string][]cpuReport
+	idleMsgs map[string][]float64 // NATS messages per second while idle
 }
 
 func readCostDir(dir string) (*costTable, error) {
-	t := &costTable{loads: map[costKey][]summary{}, idle: map[string][]cpuReport{}}
+	t := &costTable{loads: map[costKey][]summary{}, idle: map[string][]cpuReport{}, idleMsgs: map[string][]float64{}}
 	if b, err := os.ReadFile(filepath.Join(dir, "cost.bins")); err == nil {
 		for l := range strings.Lines(string(b)) {
 			if name, _, ok := strings.Cut(strings.TrimSpace(l), "="); ok {
@@ -68,12 +69,16 @@ func readCostDir(dir string) (*costTable, error) {
 			t.addBin(parts[1])
 		case len(parts) == 3 && parts[0] == "idle":
 			var v struct {
-				CPU cpuReport `json:"cpu"`
+				CPU    cpuReport     `json:"cpu"`
+				Engine *engineReport `json:"engine_per_second"`
 			}
 			if err := lastJSONLine(f, &v); err != nil {
 				continue
 			}
 			t.idle[parts[1]] = append(t.idle[parts[1]], v.CPU)
+			if v.Engine != nil && v.Engine.MsgsPerEvent != nil {
+				t.idleMsgs[parts[1]] = append(t.idleMsgs[parts[1]], *v.Engine.MsgsPerEvent)
+			}
 			t.addBin(parts[1])
 		}
 	}
@@ -157,8 +162,8 @@ func (t *costTable) write(w io.Writer) {
 	})
 	fmt.Fprintln(w, "Service-side CPU per acknowledged event (the process named by --cpu-pids: gamemodes with its embedded NATS, or the naive baseline plus Redis; plus the Postgres backends of the bench database and Postgres's background processes), during the send phase; median over runs.")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| transport | rate | binary | runs | events/s | µs/event | user µs | sys µs | cores | after-send µs/event | loadgen cores | load avg | POST p99 ms | freshness p99 ms | lobby exact |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| transport | rate | binary | runs | events/s | µs/event | user µs | sys µs | cores | after-send µs/event | NATS msgs/event | allocs/event | loadgen cores | load avg | POST p99 ms | freshness p99 ms | lobby exact |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, k := range keys {
 		runs := t.loads[k]
 		cpu := func(f func(*cpuReport) float64) float64 {
@@ -181,20 +186,35 @@ func (t *costTable) write(w io.Writer) {
 			}
 			return (c.Loadgen.UserS + c.Loadgen.SysS) / c.WindowS
 		})
+		engine := func(f func(*engineReport) *float64) string {
+			var vs []float64
+			for _, s := range runs {
+				if s.Engine != nil && f(s.Engine) != nil {
+					vs = append(vs, *f(s.Engine))
+				}
+			}
+			if len(vs) == 0 {
+				return "-"
+			}
+			return strconv.FormatFloat(median(vs), 'f', 1, 64)
+		}
 		pass := 0
 		for _, s := range runs {
 			if s.Verify.Result == "pass" {
 				pass++
 			}
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %d | %.0f | %.1f | %.1f | %.1f | %.2f | %.1f | %.2f | %.1f | %.1f | %.1f | %d/%d |\n",
+		fmt.Fprintf(w, "| %s | %s | %s | %d | %.0f | %.1f | %.1f | %.1f | %.2f | %.1f | %s | %s | %.2f | %.1f | %.1f | %.1f | %d/%d |\n",
 			k.transport, k.rate, k.bin, len(runs),
 			medianOf(runs, func(s summary) float64 { return s.Rate }),
 			cpu(func(c *cpuReport) float64 { return c.UsPerEvent }),
 			cpu(func(c *cpuReport) float64 { return c.UserUsPerEvent }),
 			cpu(func(c *cpuReport) float64 { return c.SysUsPerEvent }),
 			cpu(func(c *cpuReport) float64 { return c.Cores }),
-			after, lg,
+			after,
+			engine(func(e *engineReport) *float64 { return e.MsgsPerEvent }),
+			engine(func(e *engineReport) *float64 { return e.AllocsPerEvent }),
+			lg,
 			cpu(func(c *cpuReport) float64 { return c.LoadAvg1 }),
 			medianOf(runs, func(s summary) float64 { return s.Post.P99 }),
 			medianOf(runs, func(s summary) float64 { return s.Freshness.P99 }),
@@ -206,17 +226,21 @@ func (t *costTable) write(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Idle (no load, empty store), same processes:")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| binary | runs | window s | cores | user s | sys s |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| binary | runs | window s | cores | user s | sys s | NATS msgs/s |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
 	for _, b := range t.bins {
 		runs := t.idle[b]
 		if len(runs) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %d | %.0f | %.4f | %.2f | %.2f |\n", b, len(runs),
+		msgs := "-"
+		if m := t.idleMsgs[b]; len(m) > 0 {
+			msgs = strconv.FormatFloat(median(m), 'f', 1, 64)
+		}
+		fmt.Fprintf(w, "| %s | %d | %.0f | %.4f | %.2f | %.2f | %s |\n", b, len(runs),
 			medianOf(runs, func(c cpuReport) float64 { return c.WindowS }),
 			medianOf(runs, func(c cpuReport) float64 { return c.Cores }),
 			medianOf(runs, func(c cpuReport) float64 { return c.UserS }),
-			medianOf(runs, func(c cpuReport) float64 { return c.SysS }))
+			medianOf(runs, func(c cpuReport) float64 { return c.SysS }), msgs)
 	}
 }

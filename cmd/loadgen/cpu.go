@@ -33,6 +33,8 @@ type cpuTarget struct {
 	// pgDB, when set, keeps only the client backends of this database (the
 	// background processes, such as the WAL writer, are always counted).
 	pgDB string
+	// metricsURL is the service's /metrics, for the engine's counters.
+	metricsURL string
 }
 
 // empty reports whether no process is named.
@@ -280,6 +282,7 @@ func cpuFlags(fs *flag.FlagSet, t *cpuTarget) {
 		return err
 	})
 	fs.StringVar(&t.pgDB, "cpu-postgres-db", "", "with --cpu-postgres: count only the client backends of this database (and the server's background processes), leaving out other users of a shared Postgres")
+	fs.StringVar(&t.metricsURL, "service-metrics", "", "the service's Prometheus metrics URL (e.g. http://127.0.0.1:8080/metrics): report the embedded NATS server's messages and bytes and the Go allocations per event")
 }
 
 // cpuCommand is `loadgen cpu`: the named processes' CPU over --duration,
@@ -300,20 +303,36 @@ func cpuCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "loadgen cpu:", errNoCPUTarget, "and a positive --duration")
 		return 2
 	}
+	var e0, e1 engineReading
 	a, err := t.read()
+	if err == nil && t.metricsURL != "" {
+		e0, err = readEngine(metricsClient, t.metricsURL)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "loadgen cpu:", err)
 		return 1
 	}
 	time.Sleep(*d)
 	b, err := t.read()
+	if err == nil && t.metricsURL != "" {
+		e1, err = readEngine(metricsClient, t.metricsURL)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "loadgen cpu:", err)
 		return 1
 	}
-	line, _ := json.Marshal(struct {
+	out := struct {
 		CPU cpuReport `json:"cpu"`
-	}{cpuBetween(a, b, 0)})
+		// Engine is per second here (the idle work), not per event.
+		Engine *engineReport `json:"engine_per_second,omitempty"`
+	}{CPU: cpuBetween(a, b, 0)}
+	if t.metricsURL != "" {
+		// Per second: the "events" are the seconds of the window (at
+		// least one), so the report's per-event fields read per second.
+		eng := engineBetween(e0, e1, max(1, int64(math.Round(b.at.Sub(a.at).Seconds()))))
+		out.Engine = &eng
+	}
+	line, _ := json.Marshal(out)
 	fmt.Fprintln(stdout, string(line))
 	return 0
 }

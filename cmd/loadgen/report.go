@@ -40,6 +40,9 @@ type summary struct {
 	// the events acknowledged.
 	CPU      *cpuReport `json:"cpu,omitempty"`
 	CPUAfter *cpuReport `json:"cpu_after,omitempty"`
+	// Engine is the service's own count of engine messages, bytes and
+	// allocations per event during the send phase (--service-metrics).
+	Engine *engineReport `json:"engine,omitempty"`
 }
 
 // summarize builds the summary of the send phase (elapsed long).

@@ -444,6 +444,12 @@ func run(ctx context.Context, cfg config, log io.Writer) (summary, error) {
 			return summary{}, err
 		}
 	}
+	var eng0 engineReading
+	if cfg.cpu.metricsURL != "" {
+		if eng0, err = readEngine(metricsClient, cfg.cpu.metricsURL); err != nil {
+			return summary{}, err
+		}
+	}
 	r.pace = newPacer(cfg.rate, cfg.duration, cfg.events, ctx.Done())
 	stopProgress := make(chan struct{})
 	if cfg.progressEvery > 0 {
@@ -461,7 +467,17 @@ func run(ctx context.Context, cfg config, log io.Writer) (summary, error) {
 			return summary{}, err
 		}
 	}
+	var eng1 engineReading
+	if cfg.cpu.metricsURL != "" {
+		if eng1, err = readEngine(metricsClient, cfg.cpu.metricsURL); err != nil {
+			return summary{}, err
+		}
+	}
 	sum := r.summarize(elapsed, pr)
+	if cfg.cpu.metricsURL != "" {
+		eng := engineBetween(eng0, eng1, sum.EventsAcked)
+		sum.Engine = &eng
+	}
 	sum.Verify = verifyReport{Result: "skipped"}
 	if cfg.verify {
 		sum.Verify = r.verify(pr)
