@@ -111,6 +111,7 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.BoolVar(&c.NoOpsPage, "no-ops-page", false, "do not serve the operations page at / and /api/v1/ops/status (it shows instance and worker names; turn it off on an edge facing the internet)")
 	fs.IntVar(&c.MaxStreams, "max-streams", 0, "open lobby streams (SSE) before GET /api/v1/popular_game_modes/stream answers 503 overloaded (0: 10000, negative: no cap)")
 	fs.DurationVar(&c.FlushEvery, "shard-flush-interval", 5*time.Millisecond, "least time between two count-shard writes of a partition (an idle partition writes a change at once)")
+	shardEncoding := fs.String("shard-encoding", "binary", "form of the count shards this process writes: binary, or text for a rolling upgrade from a version that reads only text (every version reads both)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty: off")
 	finish := func() error {
 		var err error
@@ -130,6 +131,11 @@ func newFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 		if c.catalog, err = domain.NewCatalog(c.Regions, c.GameModes); err != nil {
 			return fmt.Errorf("--regions/--game-modes: %w", err)
 		}
+		enc, err := domain.ParseShardEncoding(*shardEncoding)
+		if err != nil {
+			return fmt.Errorf("--shard-encoding: %w", err)
+		}
+		c.catalog.SetShardEncoding(enc)
 		if err := c.Topology().Validate(); err != nil {
 			return fmt.Errorf("--partitions/--replicas/--player-ttl/--dedup-window: %w", err)
 		}
