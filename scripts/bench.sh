@@ -3,7 +3,7 @@
 # `gamemodes serve` (all roles, embedded NATS) with the archive on, on this
 # machine. Everything runs on loopback.
 #
-#   scripts/bench.sh [scenario...]     scenarios: http read read25 mixed nats idle half resident replicated (default: all but resident and replicated)
+#   scripts/bench.sh [scenario...]     scenarios: http read read25 mixed nats idle half resident replicated cost (default: all but resident, replicated and cost)
 #
 # replicated is not gamemodes serve: cmd/netcluster bench runs three nats-server
 # processes (R3) whose routes and client connections cross delaying links
@@ -13,6 +13,21 @@
 # and a table in $OUT/replicated.md. RUNS does not apply to it. BIN_DIR (bin)
 # holds the gamemodes, nats-server and loadgen binaries it runs (another
 # version of gamemodes there measures that version).
+#
+# GAMEMODES_BIN=path runs the scenarios against that binary instead of one built from this checkout.
+#
+# cost: service-side CPU per event (the gamemodes process, with its embedded NATS, plus the
+# Postgres backends of the bench database and Postgres's background processes, read from /proc
+# by loadgen --cpu-pids/--cpu-postgres), user and system, at fixed rates and at saturation, over
+# HTTP and over NATS, for one or more gamemodes binaries interleaved run by run, plus the naive
+# baseline (cmd/naivebaseline: Redis + one INSERT per event, over HTTP) and the idle CPU of each.
+# Environment of cost: COST_BINS ("name=path ...", default "head=<binary of this checkout>"),
+# COST_REVS ("name=git-revision ...": each built from a detached worktree into $OUT/bin/, added to
+# COST_BINS), COST_RATES ("2000 4000 8000 max"), COST_TRANSPORTS ("http nats"), COST_DURATION (30s),
+# COST_PLAYERS (200000), COST_IDLE (30s), COST_NAIVE (1; 0 leaves the baseline out), REDIS_ADDR
+# (127.0.0.1:6379), COST_FLAGS_<name> (more serve flags for binary <name>, e.g.
+# COST_FLAGS_f20="--shard-flush-interval 20ms"). Binary names are [A-Za-z0-9_]. The table is
+# $OUT/cost.md (loadgen cost-table).
 #
 # Environment: RUNS (3), DURATION (60s), MIXED_RATE (15000 operations/s), HALF_RATE (6000 events/s),
 # PLAYERS (100000), RESIDENT (10000000; the resident scenario populates once and reloads RUNS times), OUT (data/bench/<time>),
@@ -29,6 +44,8 @@ PLAYERS=${PLAYERS:-100000}
 REPLICATED_RUNS=${REPLICATED_RUNS:-1ms:10000 1ms:20000 1ms:33000 1ms:0 5ms:20000 5ms:0}
 REPLICATED_PLAYERS=${REPLICATED_PLAYERS:-300000}
 RESIDENT=${RESIDENT:-10000000}
+COST_DURATION=${COST_DURATION:-30s}
+COST_PLAYERS=${COST_PLAYERS:-200000}
 OUT=${OUT:-data/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 PG_ADMIN=${GAMEMODES_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
 PG_BENCH=${PG_ADMIN/\/postgres\?/\/gamemodes_bench?}
@@ -38,7 +55,11 @@ scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(http read read25 mixed nats idle half)
 
 mkdir -p "$OUT" bin
-go build -o bin/gamemodes ./cmd/gamemodes
+OUT=$(cd "$OUT" && pwd)
+if [ -z "${GAMEMODES_BIN:-}" ]; then
+  go build -o bin/gamemodes ./cmd/gamemodes
+  GAMEMODES_BIN=bin/gamemodes
+fi
 go build -o bin/loadgen ./cmd/loadgen
 if [[ " ${scenarios[*]} " == *" replicated "* ]]; then
   go build -o bin/nats-server github.com/nats-io/nats-server/v2 # the version in go.mod
@@ -47,12 +68,17 @@ fi
 echo "bench: results in $OUT" >&2
 
 svc_pid=""
-start_service() { # $1: log name
+start_service() { # $1: log name, $2: binary (default $GAMEMODES_BIN), rest: more flags
+  local log=$1 bin=${2:-$GAMEMODES_BIN}
+  shift 2 || shift $#
   psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS gamemodes_bench WITH (FORCE)" -c "CREATE DATABASE gamemodes_bench" >/dev/null
   rm -rf "$OUT/data"
-  bin/gamemodes serve --http-addr "$HTTP" --nats-listen "$NATS" --data-dir "$OUT/data" \
-    --postgres-url "$PG_BENCH" --log-format json >"$OUT/$1.service.log" 2>&1 &
+  "$bin" serve --http-addr "$HTTP" --nats-listen "$NATS" --data-dir "$OUT/data" \
+    --postgres-url "$PG_BENCH" --log-format json "$@" >"$OUT/$log.service.log" 2>&1 &
   svc_pid=$!
+  wait_ready
+}
+wait_ready() {
   for _ in $(seq 1 300); do
     curl -fsS "http://$HTTP/readyz" >/dev/null 2>&1 && return 0
     sleep 0.1
@@ -97,7 +123,7 @@ archive_drained() { # $1: seconds, $2: file
 reload_resident() { # $1: run number
   local run=$1 pprof=127.0.0.1:18463 log="$OUT/resident.$1.reload.log"
   t0=$(date +%s.%N)
-  bin/gamemodes serve --http-addr "$HTTP" --nats-listen "$NATS" --data-dir "$OUT/data" \
+  "$GAMEMODES_BIN" serve --http-addr "$HTTP" --nats-listen "$NATS" --data-dir "$OUT/data" \
     --postgres-url "$PG_BENCH" --pprof-addr "$pprof" --log-format json >"$log" 2>&1 &
   svc_pid=$!
   for _ in $(seq 1 3000); do
@@ -157,11 +183,97 @@ replicated() {
   cat "$OUT/replicated.md" >&2
 }
 
+# postgres_pid prints the pid of the Postgres server (postmaster) behind URL $1, from the
+# first line of postmaster.pid in its data directory (a Postgres on this machine).
+postgres_pid() {
+  head -1 "$(psql -tAq "$1" -c "SHOW data_directory")/postmaster.pid"
+}
+
+# build_rev builds gamemodes at git revision $2 into $OUT/bin/$1 (a detached worktree, removed after).
+build_rev() {
+  local name=$1 rev=$2 wt
+  wt=$(mktemp -d)
+  git worktree add -q --detach "$wt" "$rev"
+  (cd "$wt" && go build -o "$OUT/bin/$name" ./cmd/gamemodes)
+  git worktree remove --force "$wt"
+  echo "$name=$OUT/bin/$name"
+}
+
+# cost_run runs one load of the cost scenario against the service started already:
+# $1 file stem, $2 transport (http|nats), $3 rate (a number or max), $4 database, $5 --cpu-pids,
+# then more loadgen flags.
+cost_run() {
+  local stem=$1 transport=$2 rate=$3 db=$4 pids=$5 args=()
+  shift 5
+  case $transport/$rate in
+    http/max) args=(--mode http --concurrency 64) ;;
+    http/*)   args=(--mode http --rate "$rate" --concurrency 128) ;;
+    nats/max) args=(--mode nats --max-pending 8192 --settle 5m) ;;
+    nats/*)   args=(--mode nats --rate "$rate" --max-pending 8192 --settle 2m) ;;
+  esac
+  echo "bench: $stem (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  bin/loadgen --http-url "http://$HTTP" --nats-url "nats://$NATS" --players "$COST_PLAYERS" --duration "$COST_DURATION" \
+    --progress-every 10s --cpu-pids "$pids" --cpu-postgres "$(postgres_pid "$PG_ADMIN")" --cpu-postgres-db "$db" "${args[@]}" "$@" \
+    >"$OUT/$stem.json" 2>"$OUT/$stem.err" || echo "bench: $stem exited $?" >&2
+  tail -1 "$OUT/$stem.json" >&2
+}
+
+# bin_flags prints the extra serve flags of cost binary $1: $COST_FLAGS_<name>.
+bin_flags() {
+  local v="COST_FLAGS_$1"
+  echo "${!v:-}"
+}
+
+cost() {
+  local bins=() nb
+  read -ra bins <<<"${COST_BINS:-head=$GAMEMODES_BIN}"
+  mkdir -p "$OUT/bin"
+  for nr in ${COST_REVS:-}; do bins+=("$(build_rev "${nr%%=*}" "${nr#*=}")"); done
+  local naive_url=${PG_ADMIN/\/postgres\?/\/naive_bench?} redis_addr=${REDIS_ADDR:-127.0.0.1:6379}
+  if [ "${COST_NAIVE:-1}" = 1 ]; then go build -o bin/naivebaseline ./cmd/naivebaseline; fi
+  printf '%s\n' "${bins[@]}" >"$OUT/cost.bins"
+  for run in $(seq 1 "$RUNS"); do
+    for transport in ${COST_TRANSPORTS:-http nats}; do
+      for rate in ${COST_RATES:-2000 4000 8000 max}; do
+        for nb in "${bins[@]}"; do
+          start_service "cost.${nb%%=*}.$transport.$rate.$run" "${nb#*=}" $(bin_flags "${nb%%=*}")
+          cost_run "cost.${nb%%=*}.$transport.$rate.$run" "$transport" "$rate" gamemodes_bench "$svc_pid" --service-metrics "http://$HTTP/metrics"
+          archive_drained 120 "$OUT/cost.${nb%%=*}.$transport.$rate.$run.archive.json" 2>/dev/null
+          stop_service
+        done
+        if [ "${COST_NAIVE:-1}" = 1 ] && [ "$transport" = http ]; then
+          psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS naive_bench WITH (FORCE)" -c "CREATE DATABASE naive_bench" >/dev/null
+          bin/naivebaseline --http-addr "$HTTP" --postgres-url "$naive_url" --redis-addr "$redis_addr" \
+            >"$OUT/cost.naive.http.$rate.$run.service.log" 2>&1 &
+          svc_pid=$!
+          wait_ready
+          redis_pid=$(redis-cli -h "${redis_addr%:*}" -p "${redis_addr#*:}" info server | awk -F: '/^process_id:/{print $2+0}')
+          cost_run "cost.naive.http.$rate.$run" http "$rate" naive_bench "$svc_pid,$redis_pid"
+          stop_service
+        fi
+      done
+    done
+    # Idle: each binary started on an empty store, 5 s to settle, then its CPU with no load.
+    for nb in "${bins[@]}"; do
+      start_service "idle.${nb%%=*}.$run" "${nb#*=}" $(bin_flags "${nb%%=*}")
+      sleep 5
+      echo "bench: idle ${nb%%=*} (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+      bin/loadgen cpu --duration "${COST_IDLE:-30s}" --cpu-pids "$svc_pid" --cpu-postgres "$(postgres_pid "$PG_ADMIN")" \
+        --cpu-postgres-db gamemodes_bench --service-metrics "http://$HTTP/metrics" >"$OUT/idle.${nb%%=*}.$run.json" || echo "bench: idle exited $?" >&2
+      cat "$OUT/idle.${nb%%=*}.$run.json" >&2
+      stop_service
+    done
+  done
+  bin/loadgen cost-table "$OUT" >"$OUT/cost.md"
+  cat "$OUT/cost.md"
+}
+
 for s in "${scenarios[@]}"; do
   if [ "$s" = replicated ]; then
     replicated
     continue
   fi
+  if [ "$s" = cost ]; then cost; continue; fi
   for run in $(seq 1 "$RUNS"); do
     case $s in
       http)  run_scenario http "$run" --mode http --concurrency 64 --duration "$DURATION" ;;

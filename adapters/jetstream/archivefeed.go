@@ -21,8 +21,9 @@ type ArchiveFeedConfig struct {
 	// Durable is the consumer name (default "archiver").
 	Durable string
 	// AckWait is how long a delivered message may stay unacknowledged before
-	// the server delivers it again (default 30s). A restarted archiver gets
-	// the messages its predecessor had in hand after this delay.
+	// the server delivers it again (default 30s). The feed drops a message
+	// delivered again (it had it); a batch slower than this only costs
+	// those deliveries.
 	AckWait time.Duration
 	// MaxAckPending bounds the delivered, unacknowledged messages (default 20000).
 	MaxAckPending int
@@ -48,85 +49,248 @@ func (c ArchiveFeedConfig) Defaults() ArchiveFeedConfig {
 }
 
 // ArchiveConsumerConfig is the archiver's durable consumer: every message of
-// the events stream from the first, each acknowledged on its own once
-// archived, redelivered without limit until then.
+// the events stream from the first, acknowledged cumulatively (AckAll) once
+// per archived batch.
 //
-// Not AckAll: a cumulative ack by a restarted archiver (or after deliveries
-// were lost in a reconnect) also acknowledges the messages its predecessor
-// had received and never archived, and they are lost. Acknowledging each
-// message costs one small publish per event, sent without waiting.
+// A cumulative acknowledgement also covers messages the archiver never
+// received (deliveries lost in a reconnect, or in hand of a predecessor
+// that died): that is safe because the archiver does not resume from the
+// consumer's acknowledgements but from its checkpoint in Postgres, and
+// positions the consumer there (Open: a consumer reset, nats-server 2.14+)
+// whenever it starts or finds a delivery missing.
 func ArchiveConsumerConfig(c ArchiveFeedConfig) jetstream.ConsumerConfig {
 	c = c.Defaults()
 	return jetstream.ConsumerConfig{
 		Durable:       c.Durable,
 		Description:   "gamemodes archiver: copies every event into Postgres",
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       c.AckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: c.MaxAckPending,
 	}
 }
 
-// ArchiveFeed is the archiver's archive.Source on the events stream: a
-// durable pull consumer. Several archivers may share it safely (each
-// message is acknowledged once archived), though one is enough.
+// ArchiveFeed is the archiver's archive.Source on the events stream: the
+// durable pull consumer "archiver", positioned by the active archiver at
+// its checkpoint. It delivers in stream order without gaps: a message
+// delivered again is dropped, and a jump over sequences the stream still
+// holds (deliveries lost) positions the consumer back at the first missing
+// one.
 type ArchiveFeed struct {
-	cons       jetstream.Consumer
-	prefetch   int
+	js         jetstream.JetStream
+	cfg        ArchiveFeedConfig
 	partitions int
 
 	mu     sync.Mutex
+	cons   jetstream.Consumer
 	iter   jetstream.MessagesContext
+	gen    uint64 // counts Opens (and repositionings): a message of an older one is not acknowledged
+	next   uint64 // the stream sequence Next must return next
+	open   bool
 	closed bool
 }
 
 var _ archive.Source = (*ArchiveFeed)(nil)
 
-// NewArchiveFeed creates or updates the archiver's durable consumer on the
-// events stream (which must exist: topology.Ensure) and returns the feed.
+// feedRef is an archive.Message's handle: the JetStream message and the
+// positioning it was delivered under.
+type feedRef struct {
+	msg jetstream.Msg
+	gen uint64
+}
+
+// NewArchiveFeed makes sure the archiver's durable consumer exists on the
+// events stream (which must exist: topology.Ensure), creating it when
+// missing, and returns the feed. An existing consumer is brought to
+// ArchiveConsumerConfig by the archiver that opens the feed.
 func NewArchiveFeed(ctx context.Context, js jetstream.JetStream, cfg ArchiveFeedConfig) (*ArchiveFeed, error) {
 	cfg = cfg.Defaults()
 	topo, err := topology.Load(ctx, js)
 	if err != nil {
 		return nil, fmt.Errorf("archive feed: %w", err)
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, topology.EventsStream, ArchiveConsumerConfig(cfg))
+	cons, err := js.Consumer(ctx, topology.EventsStream, cfg.Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cons, err = js.CreateConsumer(ctx, topology.EventsStream, ArchiveConsumerConfig(cfg))
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			cons, err = js.Consumer(ctx, topology.EventsStream, cfg.Durable) // created by another archiver meanwhile
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("archive feed: consumer %s: %w", cfg.Durable, err)
 	}
-	return &ArchiveFeed{cons: cons, prefetch: cfg.Prefetch, partitions: topo.Partitions}, nil
+	return &ArchiveFeed{js: js, cfg: cfg, cons: cons, partitions: topo.Partitions}, nil
 }
 
 // Partitions is the events stream's partition count (archive.Config.Partitions).
 func (f *ArchiveFeed) Partitions() int { return f.partitions }
 
-// Next returns the next message of the stream for the archiver.
+// Identity is the events stream's creation time: a stream deleted and
+// created again has another.
+func (f *ArchiveFeed) Identity(ctx context.Context) (string, error) {
+	s, err := f.js.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		return "", fmt.Errorf("archive feed: stream info: %w", err)
+	}
+	return s.CachedInfo().Created.UTC().Format(time.RFC3339Nano), nil
+}
+
+// AckFloor is the consumer's acknowledgement floor.
+func (f *ArchiveFeed) AckFloor(ctx context.Context) (uint64, error) {
+	info, err := f.consumer().Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("archive feed: consumer info: %w", err)
+	}
+	return info.AckFloor.Stream, nil
+}
+
+// Open positions the durable consumer at the message after sequence after
+// (a consumer reset: its pending deliveries are forgotten and its ack
+// floor becomes after) and starts pulling. A consumer of an older version
+// (acknowledged message by message) is deleted and created again first:
+// its acknowledgement policy cannot be changed in place.
+func (f *ArchiveFeed) Open(ctx context.Context, after uint64) error {
+	f.Release()
+	if err := f.ensurePolicy(ctx); err != nil {
+		return err
+	}
+	return f.position(ctx, after)
+}
+
+// ensurePolicy brings the durable consumer to ArchiveConsumerConfig.
+func (f *ArchiveFeed) ensurePolicy(ctx context.Context) error {
+	want := ArchiveConsumerConfig(f.cfg)
+	info, err := f.consumer().Info(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	case err != nil:
+		return fmt.Errorf("archive feed: consumer info: %w", err)
+	case info.Config.AckPolicy != want.AckPolicy:
+		if err := f.js.DeleteConsumer(ctx, topology.EventsStream, f.cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("archive feed: replace consumer %s of acknowledgement policy %v: %w", f.cfg.Durable, info.Config.AckPolicy, err)
+		}
+	case info.Config.AckWait == want.AckWait && info.Config.MaxAckPending == want.MaxAckPending && info.Config.MaxDeliver == want.MaxDeliver:
+		return nil
+	}
+	cons, err := f.js.CreateOrUpdateConsumer(ctx, topology.EventsStream, want)
+	if err != nil {
+		return fmt.Errorf("archive feed: consumer %s: %w", f.cfg.Durable, err)
+	}
+	f.mu.Lock()
+	f.cons = cons
+	f.mu.Unlock()
+	return nil
+}
+
+// position resets the consumer to after+1 and starts a new pull.
+func (f *ArchiveFeed) position(ctx context.Context, after uint64) error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return errors.New("archive feed: closed")
+	}
+	if f.iter != nil {
+		f.iter.Stop()
+		f.iter = nil
+	}
+	f.gen++
+	f.open = false
+	f.mu.Unlock()
+	if _, err := f.js.ResetConsumerToSequence(ctx, topology.EventsStream, f.cfg.Durable, after+1); err != nil {
+		return fmt.Errorf("archive feed: reset consumer %s to sequence %d: %w", f.cfg.Durable, after+1, err)
+	}
+	iter, err := f.consumer().Messages(jetstream.PullMaxMessages(f.cfg.Prefetch))
+	if err != nil {
+		return fmt.Errorf("archive feed: pull: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		iter.Stop()
+		return errors.New("archive feed: closed")
+	}
+	f.iter, f.next, f.open = iter, after+1, true
+	return nil
+}
+
+func (f *ArchiveFeed) consumer() jetstream.Consumer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cons
+}
+
+// Next returns the next message of the stream after the last one returned.
 func (f *ArchiveFeed) Next(ctx context.Context) (archive.Message, error) {
-	iter, err := f.iterator()
-	if err != nil {
-		return archive.Message{}, err
-	}
-	msg, err := iter.Next(jetstream.NextContext(ctx))
-	if err != nil {
-		if ctx.Err() != nil {
-			return archive.Message{}, ctx.Err()
+	for {
+		f.mu.Lock()
+		iter, gen, next, open := f.iter, f.gen, f.next, f.open
+		f.mu.Unlock()
+		if !open {
+			return archive.Message{}, errors.New("archive feed: not open")
 		}
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			f.dropIterator(iter)
+		msg, err := iter.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return archive.Message{}, ctx.Err()
+			}
+			return archive.Message{}, fmt.Errorf("archive feed: %w", err)
 		}
-		return archive.Message{}, fmt.Errorf("archive feed: %w", err)
+		md, err := msg.Metadata()
+		if err != nil {
+			return archive.Message{}, fmt.Errorf("archive feed: message metadata: %w", err)
+		}
+		seq := md.Sequence.Stream
+		if seq < next {
+			continue // delivered again (after AckWait): already handed out
+		}
+		if seq > next {
+			held, err := f.firstHeld(ctx, next)
+			if err != nil {
+				return archive.Message{}, err
+			}
+			if held < seq {
+				// Messages next..seq-1 are in the stream but were not
+				// delivered to this feed: deliver them again from next.
+				if err := f.position(ctx, next-1); err != nil {
+					return archive.Message{}, err
+				}
+				continue
+			}
+		}
+		f.mu.Lock()
+		if f.gen != gen {
+			f.mu.Unlock()
+			continue // repositioned meanwhile
+		}
+		f.next = seq + 1
+		f.mu.Unlock()
+		return f.message(msg, md, gen), nil
 	}
-	md, err := msg.Metadata()
+}
+
+// firstHeld returns the sequence of the first message the stream holds at
+// or after seq (the stream may have none at seq: removed by its age limit,
+// or deleted).
+func (f *ArchiveFeed) firstHeld(ctx context.Context, seq uint64) (uint64, error) {
+	s, err := f.js.Stream(ctx, topology.EventsStream)
 	if err != nil {
-		return archive.Message{}, fmt.Errorf("archive feed: message metadata: %w", err)
+		return 0, fmt.Errorf("archive feed: stream info: %w", err)
 	}
+	m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
+	if err != nil {
+		return 0, fmt.Errorf("archive feed: message at or after %d: %w", seq, err)
+	}
+	return m.Sequence, nil
+}
+
+func (f *ArchiveFeed) message(msg jetstream.Msg, md *jetstream.MsgMetadata, gen uint64) archive.Message {
 	m := archive.Message{
 		Seq:     md.Sequence.Stream,
 		Time:    md.Timestamp,
 		Subject: msg.Subject(),
 		Data:    msg.Data(),
-		Ref:     msg,
+		Ref:     feedRef{msg: msg, gen: gen},
 	}
 	if h := msg.Headers(); h != nil {
 		m.MsgID = h.Get(nats.MsgIdHdr)
@@ -135,27 +299,26 @@ func (f *ArchiveFeed) Next(ctx context.Context) (archive.Message, error) {
 	if m.Partition, m.Region, ok = topology.ParseStoredEventSubject(m.Subject); !ok {
 		m.Partition, m.Region = -1, ""
 	}
-	return m, nil
+	return m
 }
 
-// Ack acknowledges every message of a committed batch: all but the last
-// without waiting, the last with a confirmation from the server (which
-// handles a connection's acknowledgements in order).
-func (f *ArchiveFeed) Ack(ctx context.Context, msgs []archive.Message) error {
-	for i, m := range msgs {
-		msg, ok := m.Ref.(jetstream.Msg)
-		if !ok {
-			return errors.New("archive feed: message not from this feed")
-		}
-		var err error
-		if i == len(msgs)-1 {
-			err = msg.DoubleAck(ctx)
-		} else {
-			err = msg.Ack()
-		}
-		if err != nil {
-			return fmt.Errorf("archive feed: ack sequence %d: %w", m.Seq, err)
-		}
+// Ack acknowledges every message up to and including last (AckAll), with a
+// confirmation from the server. A message delivered before the consumer was
+// positioned again is not acknowledged: the positioning moved the ack floor
+// past it already.
+func (f *ArchiveFeed) Ack(ctx context.Context, last archive.Message) error {
+	ref, ok := last.Ref.(feedRef)
+	if !ok {
+		return errors.New("archive feed: message not from this feed")
+	}
+	f.mu.Lock()
+	current := ref.gen == f.gen
+	f.mu.Unlock()
+	if !current {
+		return nil
+	}
+	if err := ref.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("archive feed: ack up to sequence %d: %w", last.Seq, err)
 	}
 	return nil
 }
@@ -163,57 +326,31 @@ func (f *ArchiveFeed) Ack(ctx context.Context, msgs []archive.Message) error {
 // Lag returns the messages not yet acknowledged: waiting in the stream for
 // the consumer plus delivered and unacknowledged.
 func (f *ArchiveFeed) Lag(ctx context.Context) (uint64, error) {
-	info, err := f.cons.Info(ctx)
+	info, err := f.consumer().Info(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("archive feed: consumer info: %w", err)
 	}
 	return info.NumPending + uint64(max(info.NumAckPending, 0)), nil
 }
 
-// Close stops pulling and gives the messages pulled ahead but not yet
-// handed out back to the stream (negative acknowledgements), so the next
-// archiver gets them at once instead of after AckWait. Call it after the
-// archiver stopped. Messages handed out and not acknowledged come again
-// after AckWait.
-func (f *ArchiveFeed) Close() {
+// Release stops pulling until the next Open. What was pulled ahead and not
+// archived is delivered again from the checkpoint by the next Open, here or
+// in another archiver.
+func (f *ArchiveFeed) Release() {
 	f.mu.Lock()
 	iter := f.iter
-	f.closed, f.iter = true, nil
+	f.iter, f.open = nil, false
+	f.gen++
 	f.mu.Unlock()
-	if iter == nil {
-		return
-	}
-	iter.Drain()
-	for {
-		msg, err := iter.Next(jetstream.NextMaxWait(time.Second))
-		if err != nil {
-			return
-		}
-		_ = msg.Nak()
+	if iter != nil {
+		iter.Stop()
 	}
 }
 
-func (f *ArchiveFeed) iterator() (jetstream.MessagesContext, error) {
+// Close releases the feed for good.
+func (f *ArchiveFeed) Close() {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return nil, errors.New("archive feed: closed")
-	}
-	if f.iter == nil {
-		iter, err := f.cons.Messages(jetstream.PullMaxMessages(f.prefetch))
-		if err != nil {
-			return nil, fmt.Errorf("archive feed: pull: %w", err)
-		}
-		f.iter = iter
-	}
-	return f.iter, nil
-}
-
-func (f *ArchiveFeed) dropIterator(iter jetstream.MessagesContext) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.iter == iter {
-		f.iter.Stop()
-		f.iter = nil
-	}
+	f.closed = true
+	f.mu.Unlock()
+	f.Release()
 }

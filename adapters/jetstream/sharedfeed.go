@@ -32,6 +32,7 @@ type SharedPartitionFeed struct {
 	nextID    int64
 	gen       int64
 	cc        jetstream.ConsumeContext
+	cons      jetstream.Consumer // the consumer cc consumes from
 }
 
 type feedReg struct {
@@ -69,14 +70,14 @@ func (f *SharedPartitionFeed) Events(ctx context.Context, p int, fromSeq uint64,
 		f.mu.Lock()
 		delete(f.regs, id)
 		empty := len(f.regs) == 0
-		cc := f.cc
+		cc, cons := f.cc, f.cons
 		if empty {
-			f.cc = nil
+			f.cc, f.cons = nil, nil
 			f.gen++
 		}
 		f.mu.Unlock()
 		if empty && cc != nil {
-			cc.Stop()
+			stopOrdered(f.js, topology.EventsStream, cons, cc)
 		}
 	}
 	return stop, nil
@@ -89,8 +90,8 @@ func (f *SharedPartitionFeed) restart(ctx context.Context) error {
 	f.mu.Lock()
 	f.gen++
 	gen := f.gen
-	old := f.cc
-	f.cc = nil
+	old, oldCons := f.cc, f.cons
+	f.cc, f.cons = nil, nil
 	filters := map[int]bool{}
 	start := uint64(0)
 	for _, r := range f.regs {
@@ -101,7 +102,7 @@ func (f *SharedPartitionFeed) restart(ctx context.Context) error {
 	}
 	f.mu.Unlock()
 	if old != nil {
-		old.Stop()
+		stopOrdered(f.js, topology.EventsStream, oldCons, old)
 	}
 	if len(filters) == 0 {
 		return nil
@@ -126,12 +127,12 @@ func (f *SharedPartitionFeed) restart(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	if f.gen == gen {
-		f.cc = cc
+		f.cc, f.cons = cc, c
 		f.mu.Unlock()
 		return nil
 	}
 	f.mu.Unlock()
-	cc.Stop() // superseded meanwhile
+	stopOrdered(f.js, topology.EventsStream, c, cc) // superseded meanwhile
 	return nil
 }
 

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -60,6 +61,34 @@ func events(from, n int) []archive.ArchivedEvent {
 	return out
 }
 
+// writer is a claim of the archive and the checkpoint it moves one step
+// per batch.
+type writer struct {
+	t     testing.TB
+	claim archive.Claim
+	cp    archive.Checkpoint
+}
+
+func newWriter(t testing.TB, a *postgres.Archive) *writer {
+	t.Helper()
+	c, err := a.Claim(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Release)
+	return &writer{t: t, claim: c}
+}
+
+// write writes a batch, moving the checkpoint to the next sequence.
+func (w *writer) write(events []archive.ArchivedEvent, rejected []archive.RejectedEvent) error {
+	to := archive.Checkpoint{Stream: "s1", Seq: w.cp.Seq + 1}
+	if err := w.claim.WriteBatch(context.Background(), events, rejected, w.cp, to); err != nil {
+		return err
+	}
+	w.cp = to
+	return nil
+}
+
 func count(t testing.TB, pool *pgxpool.Pool, query string, args ...any) int64 {
 	t.Helper()
 	var n int64
@@ -71,6 +100,7 @@ func count(t testing.TB, pool *pgxpool.Pool, query string, args ...any) int64 {
 
 func TestWriteBatchIdempotent(t *testing.T) {
 	a, pool := newArchive(t)
+	w := newWriter(t, a)
 	ctx := context.Background()
 	evs := events(0, 1000)
 	rej := []archive.RejectedEvent{
@@ -78,12 +108,12 @@ func TestWriteBatchIdempotent(t *testing.T) {
 		{StreamSeq: 5001, ReceivedAt: t0, Subject: "gamemodes.events.US.*", Payload: nil, Reason: "invalid_subject"},
 	}
 	for i := 0; i < 2; i++ {
-		if err := a.WriteBatch(ctx, evs, rej); err != nil {
+		if err := w.write(evs, rej); err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
 	}
 	// An overlapping batch: half old, half new.
-	if err := a.WriteBatch(ctx, events(500, 1000), rej[:1]); err != nil {
+	if err := w.write(events(500, 1000), rej[:1]); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(t, pool, `SELECT count(*) FROM event`); n != 1500 {
@@ -129,11 +159,12 @@ func TestWriteBatchIdempotent(t *testing.T) {
 
 func TestWriteBatchDuplicateIDFirstInStreamWins(t *testing.T) {
 	a, pool := newArchive(t)
+	w := newWriter(t, a)
 	ctx := context.Background()
 	first, second := event(1), event(2)
 	second.EventID = first.EventID
 	// The batch lists the later message first: stream order decides.
-	if err := a.WriteBatch(ctx, []archive.ArchivedEvent{second, first}, nil); err != nil {
+	if err := w.write([]archive.ArchivedEvent{second, first}, nil); err != nil {
 		t.Fatal(err)
 	}
 	var seq int64
@@ -147,12 +178,13 @@ func TestWriteBatchDuplicateIDFirstInStreamWins(t *testing.T) {
 
 func TestWriteBatchRejectedUnstorableText(t *testing.T) {
 	a, pool := newArchive(t)
+	w := newWriter(t, a)
 	ctx := context.Background()
 	rej := []archive.RejectedEvent{{
 		StreamSeq: 9, ReceivedAt: t0, Subject: "1.gamemodes.events.US", MsgID: "bad\x00id\xff",
 		Payload: []byte("\x00\xff{"), Reason: "malformed_json", Detail: "nul \x00",
 	}}
-	if err := a.WriteBatch(ctx, nil, rej); err != nil {
+	if err := w.write(nil, rej); err != nil {
 		t.Fatalf("a publisher's bytes must not block the archive: %v", err)
 	}
 	var body []byte
@@ -166,26 +198,116 @@ func TestWriteBatchRejectedUnstorableText(t *testing.T) {
 }
 
 func TestWriteBatchEmpty(t *testing.T) {
-	a, _ := newArchive(t)
-	if err := a.WriteBatch(context.Background(), nil, nil); err != nil {
+	a, pool := newArchive(t)
+	w := newWriter(t, a)
+	if err := w.write(nil, nil); err != nil {
 		t.Fatal(err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM archive_checkpoint WHERE last_seq = 1`); n != 1 {
+		t.Fatalf("an empty batch moves the checkpoint too: %d rows", n)
+	}
+}
+
+// TestCheckpointCompareAndSet: a batch commits only from the stored
+// checkpoint; from any other, it writes nothing.
+func TestCheckpointCompareAndSet(t *testing.T) {
+	a, pool := newArchive(t)
+	ctx := context.Background()
+	w := newWriter(t, a)
+	if _, ok, err := w.claim.Checkpoint(ctx); ok || err != nil {
+		t.Fatalf("checkpoint of an empty archive: ok %v err %v", ok, err)
+	}
+	one := archive.Checkpoint{Stream: "s1", Seq: 10}
+	if err := w.claim.WriteBatch(ctx, events(0, 10), nil, archive.Checkpoint{}, one); err != nil {
+		t.Fatal(err)
+	}
+	if cp, ok, err := w.claim.Checkpoint(ctx); !ok || err != nil || cp != one {
+		t.Fatalf("checkpoint %+v %v %v, want %+v", cp, ok, err, one)
+	}
+	for _, from := range []archive.Checkpoint{{}, {Stream: "s1", Seq: 9}, {Stream: "s0", Seq: 10}} {
+		err := w.claim.WriteBatch(ctx, events(10, 5), nil, from, archive.Checkpoint{Stream: "s1", Seq: 15})
+		if !errors.Is(err, archive.ErrCheckpointMoved) {
+			t.Fatalf("from %+v: %v, want ErrCheckpointMoved", from, err)
+		}
+	}
+	if n := count(t, pool, `SELECT count(*) FROM event`); n != 10 {
+		t.Fatalf("a refused batch wrote rows: %d, want 10", n)
+	}
+	// A stream created again: the checkpoint moves to the new one.
+	two := archive.Checkpoint{Stream: "s2", Seq: 3}
+	if err := w.claim.WriteBatch(ctx, events(10, 3), nil, one, two); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _, _ := w.claim.Checkpoint(ctx); cp != two {
+		t.Fatalf("checkpoint %+v, want %+v", cp, two)
+	}
+}
+
+// TestClaimIsExclusive: a second claim waits (in Postgres, on the advisory
+// lock) until the first is released, and reads the checkpoint it left.
+func TestClaimIsExclusive(t *testing.T) {
+	a, pool := newArchive(t)
+	ctx := context.Background()
+	first, err := a.Claim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.WriteBatch(ctx, events(0, 3), nil, archive.Checkpoint{}, archive.Checkpoint{Stream: "s", Seq: 3}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan archive.Claim, 1)
+	go func() {
+		c, err := a.Claim(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	waiting := `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+		AND classid::bigint = $1 AND objid::bigint = hashtext(current_schema())::bigint & 4294967295 AND objsubid = 2`
+	for deadline := time.Now().Add(10 * time.Second); count(t, pool, waiting, int64(postgres.ArchiveLockClass)) != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second claim never waited on the lock")
+		}
+	}
+	select {
+	case <-got:
+		t.Fatal("two claims at once")
+	default:
+	}
+	first.Release()
+	var second archive.Claim
+	select {
+	case second = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second claim did not get the archive after the first was released")
+	}
+	defer second.Release()
+	if cp, ok, err := second.Checkpoint(ctx); !ok || err != nil || cp.Seq != 3 {
+		t.Fatalf("checkpoint %+v %v %v", cp, ok, err)
+	}
+	// A claim that gives up waiting returns its context's error.
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := a.Claim(cctx); err == nil {
+		t.Fatal("a third claim while the second holds the archive")
 	}
 }
 
 // BenchmarkArchiveWriteBatch measures archive throughput: batches of 5,000
 // new events, each in one transaction (COPY into staging, INSERT ... ON
-// CONFLICT DO NOTHING). Reported as rows/s.
+// CONFLICT, the checkpoint moved). Reported as rows/s.
 func BenchmarkArchiveWriteBatch(b *testing.B) {
 	const batch = 5000
 	a, _ := newArchive(b)
-	ctx := context.Background()
+	w := newWriter(b, a)
 	next := 0
 	for b.Loop() {
 		b.StopTimer()
 		evs := events(next, batch)
 		next += batch
 		b.StartTimer()
-		if err := a.WriteBatch(ctx, evs, nil); err != nil {
+		if err := w.write(evs, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -229,6 +229,11 @@ func appOptions(cfg config.Config, log *slog.Logger) fx.Option {
 		fx.Provide(newRegistry, newNATS, func(n *NATS) jetstream.JetStream { return n.JS }),
 		fx.Provide(ingest.NewMetrics),
 		fx.Invoke(registerNATSMetrics),
+		fx.Invoke(func(n *NATS, reg prometheus.Registerer) {
+			if n.Embedded != nil {
+				reg.MustRegister(embedded.NewCollector(n.Embedded))
+			}
+		}),
 	}
 	if cfg.Has(config.RoleWorker) {
 		opts = append(opts, workerModule)

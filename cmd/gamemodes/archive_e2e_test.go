@@ -218,6 +218,70 @@ func TestArchiveSurvivesPostgresOutageAndKill9(t *testing.T) {
 	p2.waitPopular(d.truth.counts(), 30*time.Second)
 }
 
+// TestTwoArchiverProcessesAndKill9MidBatch: two archiver processes started
+// at once on one archive (both migrate it, serialised by goose's lock) next
+// to an edge and worker process: one archives, the other waits as a
+// standby. The active one is killed with SIGKILL while events flow; the
+// standby takes over after the checkpoint, and the event table ends with
+// every accepted event exactly once.
+func TestTwoArchiverProcessesAndKill9MidBatch(t *testing.T) {
+	pg := pgtest.Schema(t)
+	p := startProc(t, proctest.FreePort(t), proctest.FreePort(t), t.TempDir(), "--roles", "edge,worker")
+	p.waitReady()
+	var archivers [2]*proc
+	for i := range archivers {
+		archivers[i] = startRole(t, p.natsURL, "--roles", "archiver", "--postgres-url", pg)
+	}
+	for _, a := range archivers {
+		a.waitReady()
+	}
+	d := newDriver(t, p)
+	d.run(0, 2000, 8)
+	archiveCheck(t, pg, d.accepted, 60*time.Second)
+	isActive := func(a *proc) bool { return strings.Contains(scrape(t, a.httpURL), "\ngamemodes_archive_active 1\n") }
+	var active, standby *proc
+	switch {
+	case isActive(archivers[0]) && !isActive(archivers[1]):
+		active, standby = archivers[0], archivers[1]
+	case isActive(archivers[1]) && !isActive(archivers[0]):
+		active, standby = archivers[1], archivers[0]
+	default:
+		t.Fatalf("want exactly one active archiver: %v %v", isActive(archivers[0]), isActive(archivers[1]))
+	}
+
+	// Kill the active archiver while it archives a stream of events.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	killed := make(chan int, 1)
+	go func() {
+		defer close(killed)
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			var n int
+			if err := conn.QueryRow(ctx, `SELECT count(*) FROM event`).Scan(&n); err == nil && n >= 3000 {
+				_ = active.cmd.Process.Signal(syscall.SIGKILL)
+				killed <- n
+				return
+			}
+		}
+	}()
+	d.run(2000, 8000, 8)
+	n, ok := <-killed
+	if !ok {
+		t.Fatal("the archive never reached 3,000 rows while events flowed")
+	}
+	<-active.exited
+	d.run(8000, 9000, 8)
+	archiveCheck(t, pg, d.accepted, 60*time.Second)
+	if !isActive(standby) {
+		t.Fatal("the standby did not take over")
+	}
+	t.Logf("active archiver killed at %d rows; the standby archived the rest: %d events in all", n, len(d.accepted))
+}
+
 func scrape(t *testing.T, base string) string {
 	t.Helper()
 	resp, err := http.Get(base + "/metrics")

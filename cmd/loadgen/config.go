@@ -63,6 +63,9 @@ type config struct {
 	progressEvery  time.Duration
 	seed           uint64
 	userPrefix     string
+
+	// cpu names the service's processes whose CPU the run reports.
+	cpu cpuTarget
 }
 
 // parseConfig parses the command line arguments (without the program name).
@@ -111,6 +114,7 @@ func parseConfig(args []string, output io.Writer) (config, error) {
 	fs.DurationVar(&c.progressEvery, "progress-every", time.Second, "interval of the progress line on stderr (0 = off)")
 	fs.Uint64Var(&c.seed, "seed", 0, "random seed of the workload (0 = from the clock)")
 	fs.StringVar(&c.userPrefix, "user-prefix", "", "prefix of the generated user ids, [A-Za-z0-9_-] (default: lg<run id>-, unique per run)")
+	cpuFlags(fs, &c.cpu)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -108,6 +108,20 @@
 // reflect the event within its --consistency-wait: a timeout, counted in
 // ryw_ms.timeouts and not in the latencies.
 //
+// # Service CPU
+//
+// --cpu-pids (the gamemodes process: its embedded NATS server included) and
+// --cpu-postgres (a Postgres server's pid, with its children; with
+// --cpu-postgres-db only the backends of that database plus the server's
+// background processes) name the service's processes: the summary then has
+// "cpu", their user and system time from /proc during the send phase, in
+// total and per acknowledged event, by process group, with the load
+// generator's own CPU and the machine's load average beside it, and
+// "cpu_after", from the end of sending to the end of verification.
+// `loadgen cpu --cpu-pids ... --duration 30s` measures the same with no load
+// (the idle cost), and `loadgen cost-table DIR` turns the files of
+// scripts/bench.sh cost into a markdown table.
+//
 // Latencies come from HDR histograms (1 us to 60 s, 3 significant digits):
 // POST (publish in nats mode) and GET separately, successful attempts only.
 package main
@@ -129,6 +143,12 @@ func main() { os.Exit(mainExit(os.Args[1:])) }
 func mainExit(args []string) int {
 	if len(args) > 0 && args[0] == "populate" {
 		return populate(args[1:], os.Stdout, os.Stderr)
+	}
+	if len(args) > 0 && args[0] == "cost-table" {
+		return costTableCommand(args[1:], os.Stdout, os.Stderr)
+	}
+	if len(args) > 0 && args[0] == "cpu" {
+		return cpuCommand(args[1:], os.Stdout, os.Stderr)
 	}
 	cfg, err := parseConfig(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {

@@ -34,6 +34,16 @@ type summary struct {
 	RYW         *rywReport       `json:"ryw_ms,omitempty"` // read your writes (--ryw-every), from its probe
 	Errors      map[string]int64 `json:"errors"`           // failed attempts by kind and status, e.g. "post:503"
 	Verify      verifyReport     `json:"verify"`
+	// CPU is the service side's CPU during the send phase (--cpu-pids,
+	// --cpu-postgres), per acknowledged event; CPUAfter is the CPU from the
+	// end of sending to the end of verification (the backlog the service
+	// still worked through, plus the verification's reads), also divided by
+	// the events acknowledged.
+	CPU      *cpuReport `json:"cpu,omitempty"`
+	CPUAfter *cpuReport `json:"cpu_after,omitempty"`
+	// Engine is the service's own count of engine messages, bytes and
+	// allocations per event during the send phase (--service-metrics).
+	Engine *engineReport `json:"engine,omitempty"`
 }
 
 // summarize builds the summary of the send phase (elapsed long).

@@ -453,6 +453,18 @@ func run(ctx context.Context, cfg config, log io.Writer) (summary, error) {
 	if r.ryw, err = r.newRYW(); err != nil {
 		return summary{}, err
 	}
+	var cpu0 cpuReading
+	if !cfg.cpu.empty() {
+		if cpu0, err = cfg.cpu.read(); err != nil {
+			return summary{}, err
+		}
+	}
+	var eng0 engineReading
+	if cfg.cpu.metricsURL != "" {
+		if eng0, err = readEngine(metricsClient, cfg.cpu.metricsURL); err != nil {
+			return summary{}, err
+		}
+	}
 	r.pace = newPacer(cfg.rate, cfg.duration, cfg.events, ctx.Done())
 	stopProgress := make(chan struct{})
 	if cfg.progressEvery > 0 {
@@ -466,10 +478,34 @@ func run(ctx context.Context, cfg config, log io.Writer) (summary, error) {
 	<-probeDone
 	<-rywDone
 	close(stopProgress)
+	var cpu1 cpuReading
+	if !cfg.cpu.empty() {
+		if cpu1, err = cfg.cpu.read(); err != nil {
+			return summary{}, err
+		}
+	}
+	var eng1 engineReading
+	if cfg.cpu.metricsURL != "" {
+		if eng1, err = readEngine(metricsClient, cfg.cpu.metricsURL); err != nil {
+			return summary{}, err
+		}
+	}
 	sum := r.summarize(elapsed, pr)
+	if cfg.cpu.metricsURL != "" {
+		eng := engineBetween(eng0, eng1, sum.EventsAcked)
+		sum.Engine = &eng
+	}
 	sum.Verify = verifyReport{Result: "skipped"}
 	if cfg.verify {
 		sum.Verify = r.verify(pr)
+	}
+	if !cfg.cpu.empty() {
+		cpu2, err := cfg.cpu.read()
+		if err != nil {
+			return summary{}, err
+		}
+		send, tail := cpuBetween(cpu0, cpu1, sum.EventsAcked), cpuBetween(cpu1, cpu2, sum.EventsAcked)
+		sum.CPU, sum.CPUAfter = &send, &tail
 	}
 	return sum, nil
 }

@@ -22,10 +22,12 @@ type Config struct {
 	// BatchWait is how long a batch collects after its first message
 	// before it is written (default 50ms).
 	BatchWait time.Duration
-	// RetryMin and RetryMax bound the exponential backoff between retries
-	// of a failed batch or stream read (defaults 100ms and 5s).
+	// RetryMin and RetryMax bound the exponential backoff between attempts
+	// to resume after a failure of the store or the stream (defaults 100ms
+	// and 5s).
 	RetryMin, RetryMax time.Duration
-	// WriteTimeout bounds one batch transaction or acknowledgement (default 30s).
+	// WriteTimeout bounds one batch transaction, acknowledgement or
+	// positioning request (default 30s).
 	WriteTimeout time.Duration
 	// LagInterval is how often the consumer lag is read (default 1s).
 	LagInterval time.Duration
@@ -76,9 +78,13 @@ func (c Config) Validate() error {
 type Status struct {
 	// Running is true between Start and Stop.
 	Running bool
-	// StoreDown is true while batches fail to commit (Postgres down or slow).
+	// Standby is true while another archiver holds the archive and this one
+	// waits to take over.
+	Standby bool
+	// StoreDown is true while the archive cannot be claimed or batches fail
+	// to commit (Postgres down or slow).
 	StoreDown bool
-	// StreamDown is true while reading or acknowledging the stream fails.
+	// StreamDown is true while reading or positioning the stream fails.
 	StreamDown bool
 	// Since is when the current failure started.
 	Since time.Time
@@ -88,6 +94,9 @@ type Status struct {
 	Lag uint64
 	// LastCommit is when the last batch committed.
 	LastCommit time.Time
+	// Checkpoint is the last stream sequence this archiver archived (or
+	// read from the checkpoint when it took over).
+	Checkpoint uint64
 }
 
 // Archiver moves the events stream into the archive.
@@ -103,6 +112,7 @@ type Archiver struct {
 
 	mu         sync.Mutex
 	running    bool
+	standby    bool
 	stopSoft   context.CancelFunc
 	stopHard   context.CancelFunc
 	done       chan struct{}
@@ -111,6 +121,7 @@ type Archiver struct {
 	since      time.Time
 	lastErr    error
 	lastCommit time.Time
+	checkpoint uint64
 }
 
 // New returns an archiver reading src and writing store. Events are
@@ -148,9 +159,9 @@ func (a *Archiver) Start() {
 }
 
 // Stop stops reading the stream, commits and acknowledges the batch being
-// collected, and returns. If ctx ends first (for example Postgres is down),
-// the batch is abandoned unacknowledged (the stream redelivers it later) and
-// ctx's error is returned.
+// collected, gives the archive up and returns. If ctx ends first (for
+// example Postgres is down), the batch is abandoned (the next archiver
+// resumes after the checkpoint, before it) and ctx's error is returned.
 func (a *Archiver) Stop(ctx context.Context) error {
 	a.mu.Lock()
 	if !a.running {
@@ -169,7 +180,7 @@ func (a *Archiver) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		stopHard()
 		<-done
-		return fmt.Errorf("archive stop: batch abandoned unacknowledged: %w", ctx.Err())
+		return fmt.Errorf("archive stop: batch abandoned uncommitted: %w", ctx.Err())
 	}
 }
 
@@ -181,8 +192,8 @@ func (a *Archiver) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := Status{
-		Running: a.running, StoreDown: a.storeDown, StreamDown: a.streamDown,
-		Lag: a.lag.Load(), LastCommit: a.lastCommit,
+		Running: a.running, Standby: a.standby, StoreDown: a.storeDown, StreamDown: a.streamDown,
+		Lag: a.lag.Load(), LastCommit: a.lastCommit, Checkpoint: a.checkpoint,
 	}
 	if a.storeDown || a.streamDown {
 		s.Since = a.since
@@ -193,8 +204,9 @@ func (a *Archiver) Status() Status {
 	return s
 }
 
-// Ready returns nil while the archiver runs and its store and stream work,
-// else why not (with the lag: events wait in the stream meanwhile).
+// Ready returns nil while the archiver runs and its store and stream work
+// (a standby waiting for the active archiver is ready), else why not (with
+// the lag: events wait in the stream meanwhile).
 func (a *Archiver) Ready() error {
 	s := a.Status()
 	switch {
@@ -212,7 +224,7 @@ func (a *Archiver) Ready() error {
 type batch struct {
 	events   []ArchivedEvent
 	rejected []RejectedEvent
-	msgs     []Message
+	last     Message
 	n        int
 }
 
@@ -222,49 +234,145 @@ func (b *batch) add(c *Classifier, m Message) {
 	} else {
 		b.rejected = append(b.rejected, rej)
 	}
-	b.msgs = append(b.msgs, m)
+	b.last = m
 	b.n++
 }
 
 func (b *batch) reset() {
 	clear(b.events)
 	clear(b.rejected)
-	clear(b.msgs)
-	b.events, b.rejected, b.msgs, b.n = b.events[:0], b.rejected[:0], b.msgs[:0], 0
+	b.events, b.rejected, b.last, b.n = b.events[:0], b.rejected[:0], Message{}, 0
 }
 
-// run collects batches until soft ends, commits each (retrying until hard
-// ends) and acknowledges it.
+// errStopped ends a session because the archiver stops.
+var errStopped = errors.New("archiver stopping")
+
+// run holds sessions until soft ends: each claims the archive, resumes
+// after its checkpoint, and archives until the store or the stream fails;
+// then the next one starts after a backoff.
 func (a *Archiver) run(soft, hard context.Context) {
 	if !a.prepare(soft) {
 		return
 	}
-	b := &batch{
-		events: make([]ArchivedEvent, 0, a.cfg.BatchSize),
-		msgs:   make([]Message, 0, a.cfg.BatchSize),
-	}
 	backoff := a.cfg.RetryMin
 	for soft.Err() == nil {
-		err := a.collect(soft, b)
-		if err != nil {
-			a.metrics.Errors.WithLabelValues(opSource).Inc()
-			a.streamFailed(err)
+		progressed, err := a.session(soft, hard)
+		if errors.Is(err, errStopped) || soft.Err() != nil {
+			return
 		}
-		if b.n > 0 {
-			if !a.commit(hard, b) {
-				return
-			}
-			b.reset()
-		}
-		if err != nil {
-			if !sleep(soft, jitter(backoff)) {
-				return
-			}
-			backoff = min(2*backoff, a.cfg.RetryMax)
-		} else {
+		if progressed {
 			backoff = a.cfg.RetryMin
 		}
+		if !sleep(soft, jitter(backoff)) {
+			return
+		}
+		backoff = min(2*backoff, a.cfg.RetryMax)
 	}
+}
+
+// session claims the archive (waiting as a standby while another archiver
+// holds it), positions the stream after the checkpoint and archives batch
+// after batch. It returns why it ended (errStopped when soft ended) and
+// whether any batch committed.
+func (a *Archiver) session(soft, hard context.Context) (progressed bool, err error) {
+	a.setStandby(true)
+	claim, err := a.store.Claim(soft)
+	a.setStandby(false)
+	if err != nil {
+		if soft.Err() != nil {
+			return false, errStopped
+		}
+		a.metrics.Errors.WithLabelValues(opWrite).Inc()
+		a.storeFailed(fmt.Errorf("claim the archive: %w", err), 0)
+		return false, err
+	}
+	defer claim.Release()
+	a.metrics.Active.Set(1)
+	defer a.metrics.Active.Set(0)
+
+	from, stream, after, err := a.resumePoint(soft, claim)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(soft, a.cfg.WriteTimeout)
+	err = a.src.Open(ctx, after)
+	cancel()
+	if err != nil {
+		if soft.Err() != nil {
+			return false, errStopped
+		}
+		a.metrics.Errors.WithLabelValues(opSource).Inc()
+		a.streamFailed(fmt.Errorf("position the stream after %d: %w", after, err))
+		return false, err
+	}
+	defer a.src.Release()
+	a.setCheckpoint(after)
+	a.log.Info("archiving", "after_seq", after)
+
+	b := &batch{events: make([]ArchivedEvent, 0, a.cfg.BatchSize)}
+	for {
+		cerr := a.collect(soft, b)
+		if cerr != nil {
+			a.metrics.Errors.WithLabelValues(opSource).Inc()
+			a.streamFailed(cerr)
+		}
+		if b.n > 0 {
+			to := Checkpoint{Stream: stream, Seq: b.last.Seq}
+			if err := a.commit(hard, claim, b, from, to); err != nil {
+				return progressed, err
+			}
+			progressed, from = true, to
+			b.reset()
+		}
+		if cerr != nil {
+			return progressed, cerr
+		}
+		if soft.Err() != nil {
+			return progressed, errStopped
+		}
+	}
+}
+
+// resumePoint reads where the claimed archive stands: the checkpoint to
+// move from, the identity of the stream now and the stream sequence to
+// resume after. Without a checkpoint (an archive of a version that
+// acknowledged each message) that is the durable consumer's ack floor;
+// with one of another stream (created again) it is the start of this one.
+func (a *Archiver) resumePoint(soft context.Context, claim Claim) (from Checkpoint, stream string, after uint64, err error) {
+	ctx, cancel := context.WithTimeout(soft, a.cfg.WriteTimeout)
+	defer cancel()
+	cp, ok, err := claim.Checkpoint(ctx)
+	if err != nil {
+		if soft.Err() != nil {
+			return from, "", 0, errStopped
+		}
+		a.metrics.Errors.WithLabelValues(opWrite).Inc()
+		a.storeFailed(fmt.Errorf("read the checkpoint: %w", err), 0)
+		return from, "", 0, err
+	}
+	a.storeOK()
+	stream, err = a.src.Identity(ctx)
+	if err == nil && !ok {
+		after, err = a.src.AckFloor(ctx)
+	}
+	if err != nil {
+		if soft.Err() != nil {
+			return from, "", 0, errStopped
+		}
+		a.metrics.Errors.WithLabelValues(opSource).Inc()
+		a.streamFailed(fmt.Errorf("read the stream's state: %w", err))
+		return from, "", 0, err
+	}
+	switch {
+	case !ok:
+		a.log.Info("archive has no checkpoint yet: resuming after the durable consumer's acknowledgements", "after_seq", after)
+		return Checkpoint{}, stream, after, nil
+	case cp.Stream != stream:
+		a.log.Warn("the events stream is not the one of the archive's checkpoint (created again?): archiving it from its start",
+			"checkpoint_stream", cp.Stream, "checkpoint_seq", cp.Seq, "stream", stream)
+		return cp, stream, 0, nil
+	}
+	return cp, stream, cp.Seq, nil
 }
 
 // prepare runs Config.Prepare until it succeeds; false if ctx ended first.
@@ -321,46 +429,58 @@ func (a *Archiver) collect(soft context.Context, b *batch) error {
 	return nil
 }
 
-// commit writes b until it commits, then acknowledges it. It returns false
-// when hard ended before the batch committed.
-func (a *Archiver) commit(hard context.Context, b *batch) bool {
-	backoff := a.cfg.RetryMin
-	for {
-		ctx, cancel := context.WithTimeout(hard, a.cfg.WriteTimeout)
-		start := time.Now()
-		err := a.store.WriteBatch(ctx, b.events, b.rejected)
-		cancel()
-		if err == nil {
-			a.metrics.WriteSeconds.Observe(time.Since(start).Seconds())
-			break
-		}
+// commit writes b and moves the checkpoint from from to to, then
+// acknowledges the batch. A failed write ends the session: the claim may be
+// lost with its database session, and the next one resumes after the
+// checkpoint, which still names what is committed.
+func (a *Archiver) commit(hard context.Context, claim Claim, b *batch, from, to Checkpoint) error {
+	ctx, cancel := context.WithTimeout(hard, a.cfg.WriteTimeout)
+	start := time.Now()
+	err := claim.WriteBatch(ctx, b.events, b.rejected, from, to)
+	cancel()
+	if err != nil {
 		if hard.Err() != nil {
-			return false
+			return errStopped
 		}
 		a.metrics.Errors.WithLabelValues(opWrite).Inc()
-		a.storeFailed(err, b.n)
-		if !sleep(hard, jitter(backoff)) {
-			return false
+		if errors.Is(err, ErrCheckpointMoved) {
+			a.log.Warn("archive checkpoint moved by another archiver: resuming from the stored checkpoint", "from_seq", from.Seq, "batch_messages", b.n)
+			return err
 		}
-		backoff = min(2*backoff, a.cfg.RetryMax)
+		a.storeFailed(err, b.n)
+		return err
 	}
+	a.metrics.WriteSeconds.Observe(time.Since(start).Seconds())
 	a.storeOK()
+	a.setCheckpoint(to.Seq)
 	a.metrics.Batches.Inc()
 	a.metrics.Rows.Add(float64(len(b.events)))
 	for _, r := range b.rejected {
 		a.metrics.Rejected.WithLabelValues(r.Reason).Inc()
 	}
 
-	ctx, cancel := context.WithTimeout(hard, a.cfg.WriteTimeout)
-	err := a.src.Ack(ctx, b.msgs)
+	ctx, cancel = context.WithTimeout(hard, a.cfg.WriteTimeout)
+	err = a.src.Ack(ctx, b.last)
 	cancel()
 	if err != nil {
-		// The batch is archived: the stream will redeliver what was not
-		// acknowledged and the store ignore it.
+		// The batch is archived and the checkpoint moved: only the lag
+		// reading waits for the next acknowledgement.
 		a.metrics.Errors.WithLabelValues(opAck).Inc()
-		a.streamFailed(fmt.Errorf("ack batch of %d: %w", b.n, err))
+		a.log.Warn("archive batch committed but not acknowledged", "last_seq", b.last.Seq, "error", err)
 	}
-	return true
+	return nil
+}
+
+func (a *Archiver) setStandby(v bool) {
+	a.mu.Lock()
+	a.standby = v
+	a.mu.Unlock()
+}
+
+func (a *Archiver) setCheckpoint(seq uint64) {
+	a.mu.Lock()
+	a.checkpoint = seq
+	a.mu.Unlock()
 }
 
 // pollLag reads the consumer lag every LagInterval until ctx ends.

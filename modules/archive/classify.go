@@ -1,24 +1,27 @@
 // Package archive copies every message of the events stream into the
 // Postgres archive exactly once: valid events into table event (keyed by
-// event_id, so a redelivery or a duplicate id is a no-op) and invalid
-// messages into rejected_event. It is pure of NATS and Postgres: the stream
-// comes through a Source and the database through a Store, both adapters.
+// event_id, so a duplicate id is a no-op) and invalid messages into
+// rejected_event. It is pure of NATS and Postgres: the stream comes through
+// a Source and the database through a Store, both adapters.
 //
-// Delivery: messages are written in batches (by count and time), and each
-// message of a batch is acknowledged only after the batch's transaction
-// committed. A crash between commit and acknowledgement makes the stream
-// redeliver the batch, which the store ignores (ON CONFLICT DO NOTHING):
-// nothing is lost, nothing is doubled.
+// Delivery: messages are written in batches (by count and time). Each
+// batch's transaction also moves the archive's checkpoint, the last stream
+// sequence archived, from where the batch began to its last message,
+// compare-and-set. So the checkpoint names exactly what is committed: an
+// archiver that starts (after a crash, kill -9 included, or as the standby
+// taking over) reads it and has the stream delivered from the message after
+// it, in order, and nothing is lost or written twice. The stream's durable
+// consumer is acknowledged once per batch (cumulatively), after the commit:
+// the acknowledgement only keeps the consumer's lag reading right; where
+// archiving resumes comes from the checkpoint, never from the consumer.
 //
-// Acknowledgements are per message, not cumulative: with a cumulative ack
-// (AckAll) a restarted archiver, or one whose deliveries were lost in a
-// reconnect, acknowledges messages its predecessor had received and never
-// written (measured with TestArchiveRestartMidStream under AckAll: 222 of
-// 2,740 messages lost).
+// One archiver is active at a time: the Store's Claim holds the archive
+// (a Postgres advisory lock), and others wait in Claim as standbys.
 package archive
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -45,19 +48,47 @@ type Message struct {
 	Ref any
 }
 
-// Source delivers the events stream and takes acknowledgements. Messages
-// come in stream order except redeliveries (unacknowledged messages come
-// again after a while, possibly after later ones).
+// Source delivers the events stream to the active archiver.
 type Source interface {
+	// Identity names the events stream as it is now. A stream deleted and
+	// created again (its storage lost) has another identity: sequences of
+	// the old one's checkpoint mean nothing in it.
+	Identity(ctx context.Context) (string, error)
+	// AckFloor is the stream sequence up to which the durable consumer has
+	// every message acknowledged (0: none, or no consumer yet). It is where
+	// an archive without a checkpoint (written by a version that
+	// acknowledged each message) had got to.
+	AckFloor(ctx context.Context) (uint64, error)
+	// Open makes Next deliver the stream from the message after sequence
+	// after: in stream order, every message the stream holds, none twice.
+	// Called by the archiver when it becomes active, and after a failure.
+	Open(ctx context.Context, after uint64) error
 	// Next returns the next message, waiting until one is available or ctx
 	// is done (then it returns ctx.Err()).
 	Next(ctx context.Context) (Message, error)
-	// Ack acknowledges the messages of a committed batch.
-	Ack(ctx context.Context, msgs []Message) error
+	// Ack acknowledges every message up to and including last, which is
+	// archived (once per batch, after its commit).
+	Ack(ctx context.Context, last Message) error
+	// Release stops delivering until the next Open.
+	Release()
 	// Lag is the number of messages not yet acknowledged: still in the
-	// stream for this consumer plus delivered but unacknowledged.
+	// stream for the consumer plus delivered but unacknowledged.
 	Lag(ctx context.Context) (uint64, error)
 }
+
+// Checkpoint is how far the archive holds the events stream.
+type Checkpoint struct {
+	// Stream is the identity of the stream Seq counts in (Source.Identity).
+	Stream string
+	// Seq is the last stream sequence archived: every message up to it is
+	// in the archive.
+	Seq uint64
+}
+
+// ErrCheckpointMoved is returned by Claim.WriteBatch when the stored
+// checkpoint is not the one the batch starts from: another archiver wrote
+// meanwhile. Nothing of the batch is written.
+var ErrCheckpointMoved = errors.New("archive checkpoint moved by another archiver")
 
 // ArchivedEvent is a row of table event.
 type ArchivedEvent struct {
@@ -84,11 +115,29 @@ type RejectedEvent struct {
 	Detail     string
 }
 
-// Store writes a batch to the archive in one transaction, idempotently:
-// rows already archived (same event_id; same stream sequence and time for
-// rejected ones) are left as they are.
+// Store is the archive database.
 type Store interface {
-	WriteBatch(ctx context.Context, events []ArchivedEvent, rejected []RejectedEvent) error
+	// Claim waits until no other archiver holds the archive, then holds it
+	// for this one and returns the claim; it returns ctx's error if ctx
+	// ends first. A standby archiver waits here.
+	Claim(ctx context.Context) (Claim, error)
+}
+
+// Claim is the active archiver's exclusive hold on the archive, ended by
+// Release or by the archiver's death (its database session ends).
+type Claim interface {
+	// Checkpoint reads the stored checkpoint; ok is false when none is
+	// stored yet.
+	Checkpoint(ctx context.Context) (cp Checkpoint, ok bool, err error)
+	// WriteBatch writes events and rejected messages and moves the
+	// checkpoint from from (the zero Checkpoint: none stored) to to, in one
+	// transaction, idempotently: rows already archived (same event_id; same
+	// stream sequence and time for rejected ones) are left as they are. It
+	// returns an error wrapping ErrCheckpointMoved, and writes nothing,
+	// when the stored checkpoint is not from.
+	WriteBatch(ctx context.Context, events []ArchivedEvent, rejected []RejectedEvent, from, to Checkpoint) error
+	// Release gives the archive up.
+	Release()
 }
 
 // Rejection reasons besides the contract's error codes (domain.Code*).

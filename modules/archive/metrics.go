@@ -9,8 +9,9 @@ type Metrics struct {
 	Rows prometheus.Counter
 	// Batches counts committed batches.
 	Batches prometheus.Counter
-	// Errors counts failures by operation: write (a batch transaction),
-	// ack (acknowledging a committed batch), source (reading the stream).
+	// Errors counts failures by operation: write (claiming the archive or a
+	// batch transaction), ack (acknowledging a committed batch), source
+	// (reading or positioning the stream).
 	Errors *prometheus.CounterVec
 	// Lag is the consumer's unacknowledged messages (pending + ack pending).
 	Lag prometheus.Gauge
@@ -20,6 +21,9 @@ type Metrics struct {
 	StoreUp prometheus.Gauge
 	// WriteSeconds is the time of successful batch transactions.
 	WriteSeconds prometheus.Histogram
+	// Active is 1 while this archiver holds the archive, 0 while it waits
+	// as a standby (or is stopped).
+	Active prometheus.Gauge
 }
 
 // NewMetrics registers the archiver metrics on reg.
@@ -35,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gamemodes_archive_errors_total",
-			Help: "Archiver failures by operation: write (batch transaction, retried), ack (stream acknowledgement), source (reading the stream).",
+			Help: "Archiver failures by operation: write (claiming the archive or a batch transaction; resumed after the checkpoint), ack (stream acknowledgement), source (reading or positioning the stream).",
 		}, []string{"op"}),
 		Lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gamemodes_archive_lag_messages",
@@ -54,12 +58,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of committed archive batch transactions.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		Active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gamemodes_archive_active",
+			Help: "1 while this archiver holds the archive (the one active archiver), 0 while it is a standby.",
+		}),
 	}
 	for _, op := range []string{opWrite, opAck, opSource} {
 		m.Errors.WithLabelValues(op)
 	}
 	m.StoreUp.Set(1)
-	reg.MustRegister(m.Rows, m.Batches, m.Errors, m.Lag, m.Rejected, m.StoreUp, m.WriteSeconds)
+	reg.MustRegister(m.Rows, m.Batches, m.Errors, m.Lag, m.Rejected, m.StoreUp, m.WriteSeconds, m.Active)
 	return m
 }
 

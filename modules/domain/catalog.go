@@ -29,7 +29,8 @@ type Catalog struct {
 	regionIndex map[string]int
 	modes       []int
 	modeIndex   map[int]int
-	keyCache    string // regions and modes as written in compact shards
+	keyCache    string // regions and modes as written in count shards
+	shardText   bool   // EncodeShard writes the text form (SetShardEncoding)
 }
 
 // NewCatalog validates and indexes regions and game modes. Region names must

@@ -1,15 +1,20 @@
 package domain
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"hash/fnv"
+	"io"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	json "github.com/goccy/go-json"
 )
 
 // testNow is the "now" handed to DecodeEvent; a missing timestamp becomes it.
@@ -783,6 +788,23 @@ func FuzzDecodeEvent(f *testing.F) {
 	}
 	c := DefaultCatalog()
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// DecodeEvent reads the object with Unmarshal: it must take exactly
+		// what the streaming decoder (one value, then the end) takes.
+		var fast, stream wireEvent
+		fastErr := json.Unmarshal(b, &fast)
+		dec := json.NewDecoder(bytes.NewReader(b))
+		streamErr := dec.Decode(&stream)
+		if streamErr == nil {
+			if _, err := dec.Token(); err != io.EOF {
+				streamErr = errors.New("data after the value")
+			}
+		}
+		if (fastErr == nil) != (streamErr == nil) {
+			t.Fatalf("%q: Unmarshal %v, streaming decoder %v", b, fastErr, streamErr)
+		}
+		if fastErr == nil && !reflect.DeepEqual(fast, stream) {
+			t.Fatalf("%q: Unmarshal %+v, streaming decoder %+v", b, fast, stream)
+		}
 		ev, err := c.DecodeEvent(b, fuzzNow)
 		if err != nil {
 			ve, ok := err.(*ValidationError)

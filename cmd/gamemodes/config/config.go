@@ -141,6 +141,7 @@ func NewFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.IntVar(&c.MaxStreams, "max-streams", 0, "open lobby streams (SSE) before GET /api/v1/popular_game_modes/stream answers 503 overloaded (0: 10000, negative: no cap)")
 	fs.DurationVar(&c.FlushEvery, "shard-flush-interval", 5*time.Millisecond, "least time between two count-shard writes of a partition (an idle partition writes a change at once)")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, how long /readyz answers 503 while the HTTP listener still serves, before it closes (at least the load balancer's health check interval x fall; 0: close at once)")
+	shardEncoding := fs.String("shard-encoding", "binary", "form of the count shards this process writes: binary, or text for a rolling upgrade from a version that reads only text (every version reads both)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty: off")
 	// Secured connections (README "Securing connections").
 	fs.StringVar(&c.NATSCreds, "nats-creds", "", "NATS credentials file (user JWT and NKey seed) of an operator-mode server")
@@ -178,6 +179,11 @@ func NewFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 		if c.DrainDelay < 0 {
 			return fmt.Errorf("--drain-delay %s: must not be negative", c.DrainDelay)
 		}
+		enc, err := domain.ParseShardEncoding(*shardEncoding)
+		if err != nil {
+			return fmt.Errorf("--shard-encoding: %w", err)
+		}
+		c.catalog.SetShardEncoding(enc)
 		if err := c.Topology().Validate(); err != nil {
 			return fmt.Errorf("--partitions/--replicas/--player-ttl/--dedup-window: %w", err)
 		}
