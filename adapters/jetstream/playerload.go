@@ -309,7 +309,7 @@ func (s *PartitionStore) scan(ctx context.Context, reqs []*loadRequest) error {
 		return fmt.Errorf("read players stream: %w", err)
 	}
 	defer func() {
-		cc.Stop()
+		stopOrdered(s.js, topology.PlayersStream, c, cc)
 		mu.Lock()
 		finish()
 		mu.Unlock()
