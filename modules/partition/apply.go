@@ -321,22 +321,36 @@ func (o *Owner) needsFlush() bool {
 	return o.shardDirty || o.watermark() > o.flushedSeq
 }
 
+// flushBurst is how many shard writes a partition may make back to back
+// before FlushInterval paces them.
+const flushBurst = 2
+
 // flush writes the shard when no shard write is in flight and something
 // changed: group commit, so an idle owner publishes a change at once and a
-// busy one batches.
+// busy one batches. Writes are paced by a token bucket: flushBurst at once,
+// then one per FlushInterval, so a partition that changes now and then
+// shows each change at once and a busy one writes at most 1/FlushInterval
+// shards a second.
 func (o *Owner) flush() {
 	if o.shardWriting || !o.needsFlush() {
 		return
 	}
 	now := o.now()
-	if wait := o.cfg.FlushInterval - now.Sub(o.lastFlush); wait > 0 {
+	if o.lastFlush.IsZero() {
+		o.flushTokens = flushBurst
+	} else {
+		o.flushTokens = min(flushBurst, o.flushTokens+float64(now.Sub(o.lastFlush))/float64(o.cfg.FlushInterval))
+	}
+	o.lastFlush = now
+	if o.flushTokens < 1 {
 		if !o.flushWake {
 			o.flushWake = true
+			wait := time.Duration((1 - o.flushTokens) * float64(o.cfg.FlushInterval))
 			time.AfterFunc(wait, func() { o.post(func() { o.flushWake = false }) })
 		}
 		return
 	}
-	o.lastFlush = now
+	o.flushTokens--
 	wm := o.watermark()
 	shard := o.catalog.EncodeShard(domain.ShardHeader{Partition: o.p, Owner: o.cfg.OwnerID, AppliedSeq: wm, DeliveredSeq: o.lastSeq}, o.counts)
 	o.shardDirty = false

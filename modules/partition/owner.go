@@ -123,9 +123,10 @@ type OwnerConfig struct {
 	MaxQueued int
 	// DrainTimeout bounds the wait for in-flight writes at shutdown.
 	DrainTimeout time.Duration
-	// FlushInterval is the least time between two count-shard writes of a
-	// partition (default 5ms): an idle partition writes a change at once,
-	// a busy one at most this often, so readers decode fewer shards.
+	// FlushInterval paces a partition's count-shard writes (default 5ms):
+	// after a burst of two, one per interval. An idle partition writes a
+	// change at once, a busy one at most once per interval, so readers
+	// decode fewer shards.
 	FlushInterval time.Duration
 }
 
@@ -180,7 +181,8 @@ type Owner struct {
 
 	shardRev      uint64
 	shardWriting  bool
-	lastFlush     time.Time // when the last shard write was sent
+	lastFlush     time.Time // when the flush tokens were last counted
+	flushTokens   float64   // shard writes the partition may make now (see flush)
 	flushWake     bool      // a timer will wake the loop for the next flush
 	shardDirty    bool
 	flushedSeq    uint64 // applied sequence in the last acknowledged shard

@@ -139,7 +139,7 @@ func NewFlagSet(name string, c *Config) (*flag.FlagSet, func() error) {
 	fs.IntVar(&c.ConsistencyWaiters, "consistency-max-waiters", 0, "lobby reads waiting for a consistency token at once before 503 overloaded (0: 4096, negative: no cap)")
 	fs.BoolVar(&c.NoOpsPage, "no-ops-page", false, "do not serve the operations page at / and /api/v1/ops/status (it shows instance and worker names; turn it off on an edge facing the internet)")
 	fs.IntVar(&c.MaxStreams, "max-streams", 0, "open lobby streams (SSE) before GET /api/v1/popular_game_modes/stream answers 503 overloaded (0: 10000, negative: no cap)")
-	fs.DurationVar(&c.FlushEvery, "shard-flush-interval", 5*time.Millisecond, "least time between two count-shard writes of a partition (an idle partition writes a change at once)")
+	fs.DurationVar(&c.FlushEvery, "shard-flush-interval", 5*time.Millisecond, "pace of a partition's count-shard writes: two at once, then one per interval (a partition that changes now and then writes each change at once)")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, how long /readyz answers 503 while the HTTP listener still serves, before it closes (at least the load balancer's health check interval x fall; 0: close at once)")
 	shardEncoding := fs.String("shard-encoding", "binary", "form of the count shards this process writes: binary, or text for a rolling upgrade from a version that reads only text (every version reads both)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty: off")
