@@ -123,7 +123,12 @@ func (w *Worker) supervise(ctx context.Context, p int, r *run) {
 		o := NewOwner(p, w.cfg, w.catalog, w.store, w.feed, w.metrics, w.log)
 		err := o.Run(ctx)
 		if ctx.Err() != nil {
-			if err != nil {
+			switch {
+			case errors.Is(err, context.Canceled):
+				// Released while it claimed or loaded the partition (a rebalance or a stop):
+				// nothing went wrong.
+				w.log.Info("partition released before it was owned", "partition", p, "err", err)
+			case err != nil:
 				w.log.Error("partition stopped with error", "partition", p, "err", err)
 			}
 			return
