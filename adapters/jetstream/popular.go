@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gamemodes/gamemodes/modules/lease"
 	"github.com/gamemodes/gamemodes/modules/lobby"
-	"github.com/gamemodes/gamemodes/modules/partition"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -214,9 +214,9 @@ func (p *PopularPublisher) campaign(l *popularLease, every time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), every)
 	defer cancel()
 	sent := time.Now()
-	rev, err := p.lease.acquire(ctx, p.cfg.Member)
+	rev, err := p.lease.Acquire(ctx, p.cfg.Member)
 	if err != nil {
-		if !errors.Is(err, partition.ErrConflict) {
+		if !errors.Is(err, lease.ErrConflict) {
 			p.logErr(err)
 		}
 		return
@@ -234,13 +234,13 @@ func (p *PopularPublisher) renew(l *popularLease, every time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), every)
 	defer cancel()
 	sent := time.Now()
-	rev, err := p.lease.renew(ctx, p.cfg.Member, l.rev)
+	rev, err := p.lease.Renew(ctx, p.cfg.Member, l.rev)
 	if err == nil {
 		p.lastErr = ""
 		l.rev, l.validUntil = rev, sent.Add(p.cfg.LeaseTTL-every)
 		return
 	}
-	if errors.Is(err, partition.ErrConflict) || time.Now().After(l.validUntil) {
+	if errors.Is(err, lease.ErrConflict) || time.Now().After(l.validUntil) {
 		p.log.Warn("stopped publishing the lobby lists on NATS: lease lost", "err", err)
 		p.abdicate(l)
 		return
@@ -258,7 +258,7 @@ func (p *PopularPublisher) resign(l *popularLease, every time.Duration) {
 	p.abdicate(l)
 	ctx, cancel := context.WithTimeout(context.Background(), every)
 	defer cancel()
-	if err := p.lease.release(ctx, p.cfg.Member, rev); err != nil {
+	if err := p.lease.Release(ctx, p.cfg.Member, rev); err != nil {
 		p.log.Warn("popular publisher lease not released (it expires by itself)", "err", err)
 	}
 }
