@@ -14,7 +14,7 @@ func TestPartitionImportsNoNATSNorIngest(t *testing.T) {
 	if err != nil {
 		t.Skip("go command not found:", err)
 	}
-	for _, pkg := range []string{"."} {
+	for _, pkg := range []string{".", "./partitiontest"} {
 		out, err := exec.Command(goBin, "list", "-deps", pkg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
