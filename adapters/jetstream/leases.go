@@ -18,8 +18,7 @@ import (
 // Coordinator implements partition.Coordinator with two KV buckets whose
 // TTL is the lease time: worker heartbeats and partition leases. Member ids
 // must be valid KV keys (see MemberID). Both buckets are followed to signal
-// changes at once; Members answers from the followed workers bucket and
-// lists the bucket itself at most every membersRefresh.
+// changes at once; membership is read from the bucket on every call.
 type Coordinator struct {
 	workers jetstream.KeyValue
 	leases  jetstream.KeyValue
