@@ -67,6 +67,48 @@ func TestPartitionStoreKeepsTheStoreContract(t *testing.T) {
 	})
 }
 
+// On a replicated players bucket the store chooses fenced atomic batches
+// by itself. One 3-node cluster serves every subtest: each starts from
+// purged buckets.
+func TestPartitionStoreKeepsTheStoreContractOnR3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 3-node cluster")
+	}
+	c := natstest.RunCluster(t, 3)
+	_, js := natstest.Connect(t, c.URLs())
+	js, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncMaxPending(65536))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := topology.Ensure(ctx, js, topology.Config{Partitions: 8, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	partitiontest.StoreContract(t, func(t *testing.T) partitiontest.StoreHarness {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, name := range []string{topology.PlayersStream, "KV_" + topology.CountsBucket} {
+			st, err := js.Stream(ctx, name)
+			if err == nil {
+				err = st.Purge(ctx)
+			}
+			if err != nil {
+				t.Fatalf("purge %s: %v", name, err)
+			}
+		}
+		s, err := jsadapter.NewPartitionStore(ctx, js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		if !s.AtomicBatches() {
+			t.Fatal("a replicated players bucket without atomic batches")
+		}
+		return partitiontest.StoreHarness{Store: s, Limits: s.PlayerWriteLimits()}
+	})
+}
+
 func TestSharedPartitionFeedKeepsTheFeedContract(t *testing.T) {
 	partitiontest.FeedContract(t, func(t *testing.T, partitions int) partitiontest.FeedHarness {
 		js := contractServer(t, partitions)
