@@ -36,7 +36,8 @@ func Contract(t *testing.T, newLease func(t *testing.T) (l lease.Lease, lostRene
 		if err != nil || next <= rev {
 			t.Fatalf("renew at %d: %d, %v; want a later revision", rev, next, err)
 		}
-		if _, err := l.Renew(ctx, "b", next); !errors.Is(err, lease.ErrConflict) {
+		// Another member knows no revision but its own, stale ones.
+		if _, err := l.Renew(ctx, "b", rev); !errors.Is(err, lease.ErrConflict) {
 			t.Fatalf("renew by another member: %v, want lease.ErrConflict", err)
 		}
 	})
@@ -53,11 +54,15 @@ func Contract(t *testing.T, newLease func(t *testing.T) (l lease.Lease, lostRene
 	})
 	t.Run("ReleaseLetsAnotherTakeIt", func(t *testing.T) {
 		l, _ := newLease(t)
-		rev, err := l.Acquire(ctx, "a")
+		stale, err := l.Acquire(ctx, "a")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := l.Release(ctx, "b", rev); err == nil {
+		rev, err := l.Renew(ctx, "a", stale)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(ctx, "b", stale); err == nil {
 			t.Fatal("a member released a lease another holds")
 		}
 		if _, err := l.Acquire(ctx, "b"); !errors.Is(err, lease.ErrConflict) {
