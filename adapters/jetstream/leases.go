@@ -182,15 +182,16 @@ func leaseErr(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// kvLease is one lease key of the leases bucket (it implements lease.Lease): a member creates it while
-// nobody holds it, renews it at the revision it last wrote, and deletes it
-// when it lets go; the bucket's TTL ends a lease nobody renews.
+// kvLease is one lease key of the leases bucket, a lease.Lease: a member
+// creates it while nobody holds it, renews it at the revision it last
+// wrote, and deletes it when it lets go; the bucket's TTL ends a lease
+// nobody renews.
 type kvLease struct {
 	kv  jetstream.KeyValue
 	key string
 }
 
-// acquire creates the lease for member if nobody holds it; a holder's lease
+// Acquire creates the lease for member if nobody holds it; a holder's lease
 // is a lease.ErrConflict.
 func (l kvLease) Acquire(ctx context.Context, member string) (uint64, error) {
 	rev, err := l.kv.Create(ctx, l.key, []byte(member))
