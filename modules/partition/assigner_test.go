@@ -69,7 +69,7 @@ func TestAssignersSharePartitionsAndHandOver(t *testing.T) {
 		}
 		return out
 	}
-	waitUntil(t, "a and b running their share", func() bool {
+	partitiontest.Eventually(t, "a and b running their share", func() bool {
 		return slices.Equal(oa.running(), mine("a")) && slices.Equal(ob.running(), mine("b"))
 	})
 	for p := range partitions {
@@ -81,21 +81,10 @@ func TestAssignersSharePartitionsAndHandOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := []int{0, 1, 2, 3, 4, 5, 6, 7}
-	waitUntil(t, "b running every partition", func() bool { return slices.Equal(ob.running(), all) })
+	partitiontest.Eventually(t, "b running every partition", func() bool { return slices.Equal(ob.running(), all) })
 	for p := range partitions {
 		if h, _ := coord.Holder(p); h != "b" {
 			t.Fatalf("partition %d's lease held by %q after a stopped, want b", p, h)
 		}
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

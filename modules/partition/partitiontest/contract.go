@@ -363,11 +363,11 @@ func CoordinatorContract(t *testing.T, newCoord func(t *testing.T) partition.Coo
 				t.Fatal(err)
 			}
 		}
-		eventually(t, "members a and b", func() bool { ms, err := c.Members(ctx); return err == nil && slices.Equal(ms, []string{"a", "b"}) })
+		Eventually(t, "members a and b", func() bool { ms, err := c.Members(ctx); return err == nil && slices.Equal(ms, []string{"a", "b"}) })
 		if err := c.Leave(ctx, "a"); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "members b", func() bool { ms, err := c.Members(ctx); return err == nil && slices.Equal(ms, []string{"b"}) })
+		Eventually(t, "members b", func() bool { ms, err := c.Members(ctx); return err == nil && slices.Equal(ms, []string{"b"}) })
 	})
 	t.Run("ALeaseEachPartition", func(t *testing.T) {
 		c := newCoord(t)
@@ -423,7 +423,9 @@ func CoordinatorContract(t *testing.T, newCoord func(t *testing.T) partition.Coo
 	})
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+// Eventually waits up to 10 s of wall-clock time for cond, checking it
+// every 5 ms.
+func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
