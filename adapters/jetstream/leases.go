@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gamemodes/gamemodes/modules/partition"
+	"github.com/gamemodes/gamemodes/modules/lease"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -26,8 +26,8 @@ type Coordinator struct {
 
 	mu      sync.Mutex
 	members map[string]bool
-	listed  time.Time // when members was last listed from the bucket
-	held    map[int]partition.Lease
+	listed  time.Time      // when members was last listed from the bucket
+	owners  map[int]string // partition -> the member its lease names
 	changed chan struct{}
 	stops   []func()
 }
@@ -43,7 +43,7 @@ func NewCoordinator(ctx context.Context, js jetstream.JetStream, log *slog.Logge
 		return nil, fmt.Errorf("leases bucket: %w", err)
 	}
 	c := &Coordinator{workers: workers, leases: leases, log: log,
-		members: map[string]bool{}, held: map[int]partition.Lease{}, changed: make(chan struct{}, 1)}
+		members: map[string]bool{}, owners: map[int]string{}, changed: make(chan struct{}, 1)}
 	for bucket, apply := range map[string]func(kvChange) bool{topology.WorkersBucket: c.applyWorker, topology.LeasesBucket: c.applyLease} {
 		stop, err := followBucket(ctx, js, bucket, func(ch kvChange) {
 			c.mu.Lock()
@@ -80,13 +80,13 @@ func (c *Coordinator) applyLease(ch kvChange) bool {
 	if !ok {
 		return false
 	}
-	old, had := c.held[p]
+	old, had := c.owners[p]
 	if ch.Deleted {
-		delete(c.held, p)
+		delete(c.owners, p)
 		return had
 	}
-	c.held[p] = partition.Lease{Owner: string(ch.Value), Rev: ch.Rev}
-	return !had || old.Owner != string(ch.Value)
+	c.owners[p] = string(ch.Value)
+	return !had || old != string(ch.Value)
 }
 
 func (c *Coordinator) signal() {
@@ -172,27 +172,28 @@ const membersRefresh = 2 * time.Second
 
 func leaseErr(op string, err error) error {
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("%s: %w: %w", op, partition.ErrConflict, err)
+		return fmt.Errorf("%s: %w: %w", op, lease.ErrConflict, err)
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		return fmt.Errorf("%s: %w: %w", op, partition.ErrConflict, err)
+		return fmt.Errorf("%s: %w: %w", op, lease.ErrConflict, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// kvLease is one lease key of the leases bucket: a member creates it while
-// nobody holds it, renews it at the revision it last wrote, and deletes it
-// when it lets go; the bucket's TTL ends a lease nobody renews.
+// kvLease is one lease key of the leases bucket, a lease.Lease: a member
+// creates it while nobody holds it, renews it at the revision it last
+// wrote, and deletes it when it lets go; the bucket's TTL ends a lease
+// nobody renews.
 type kvLease struct {
 	kv  jetstream.KeyValue
 	key string
 }
 
-// acquire creates the lease for member if nobody holds it; a holder's lease
-// is a partition.ErrConflict.
-func (l kvLease) acquire(ctx context.Context, member string) (uint64, error) {
+// Acquire creates the lease for member if nobody holds it; a holder's lease
+// is a lease.ErrConflict.
+func (l kvLease) Acquire(ctx context.Context, member string) (uint64, error) {
 	rev, err := l.kv.Create(ctx, l.key, []byte(member))
 	if err != nil {
 		return 0, leaseErr("acquire lease "+l.key, err)
@@ -200,28 +201,28 @@ func (l kvLease) acquire(ctx context.Context, member string) (uint64, error) {
 	return rev, nil
 }
 
-// renew rewrites the lease if it is still at rev; else partition.ErrConflict.
+// Renew rewrites the lease if it is still at rev; else lease.ErrConflict.
 // A renewal whose answer was lost (a timeout under load) has moved the
 // revision past rev: when the lease still names member at a later
 // revision, it is still member's, at that revision.
-func (l kvLease) renew(ctx context.Context, member string, rev uint64) (uint64, error) {
+func (l kvLease) Renew(ctx context.Context, member string, rev uint64) (uint64, error) {
 	newRev, err := l.kv.Update(ctx, l.key, []byte(member), rev)
 	if err == nil {
 		return newRev, nil
 	}
 	err = leaseErr("renew lease "+l.key, err)
-	if errors.Is(err, partition.ErrConflict) {
+	if errors.Is(err, lease.ErrConflict) {
 		if e, gerr := l.kv.Get(ctx, l.key); gerr == nil && string(e.Value()) == member && e.Revision() > rev {
-			return l.renew(ctx, member, e.Revision())
+			return l.Renew(ctx, member, e.Revision())
 		}
 	}
 	return 0, err
 }
 
-// release deletes the lease if member still holds it. rev is the revision
+// Release deletes the lease if member still holds it. rev is the revision
 // member last saw; if a renewal landed whose answer was lost, the current
 // revision is used when the lease still names member.
-func (l kvLease) release(ctx context.Context, member string, rev uint64) error {
+func (l kvLease) Release(ctx context.Context, member string, rev uint64) error {
 	err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
 	if err == nil {
 		return nil
@@ -236,21 +237,9 @@ func (l kvLease) release(ctx context.Context, member string, rev uint64) error {
 	return nil
 }
 
-func (c *Coordinator) lease(p int) kvLease { return kvLease{kv: c.leases, key: topology.ShardKey(p)} }
-
-// Acquire creates partition p's lease for member if nobody holds it.
-func (c *Coordinator) Acquire(ctx context.Context, p int, member string) (uint64, error) {
-	return c.lease(p).acquire(ctx, member)
-}
-
-// Renew rewrites partition p's lease if it is still at rev.
-func (c *Coordinator) Renew(ctx context.Context, p int, member string, rev uint64) (uint64, error) {
-	return c.lease(p).renew(ctx, member, rev)
-}
-
-// Release deletes partition p's lease if member still holds it (see kvLease.release).
-func (c *Coordinator) Release(ctx context.Context, p int, member string, rev uint64) error {
-	return c.lease(p).release(ctx, member, rev)
+// Lease is partition p's lease.
+func (c *Coordinator) Lease(p int) lease.Lease {
+	return kvLease{kv: c.leases, key: topology.ShardKey(p)}
 }
 
 // Changed is signalled when memberships or leases change.

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
-	"github.com/gamemodes/gamemodes/modules/partition"
+	"github.com/gamemodes/gamemodes/modules/lease"
 	"github.com/gamemodes/gamemodes/nats/natstest"
 	"github.com/gamemodes/gamemodes/nats/topology"
 )
@@ -23,7 +23,7 @@ func TestRenewAfterALostAnswerKeepsTheLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer coord.Close()
-	rev, err := coord.Acquire(ctx, 1, "w1")
+	rev, err := coord.Lease(1).Acquire(ctx, "w1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestRenewAfterALostAnswerKeepsTheLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newRev, err := coord.Renew(ctx, 1, "w1", rev)
+	newRev, err := coord.Lease(1).Renew(ctx, "w1", rev)
 	if err != nil || newRev <= landed {
 		t.Fatalf("renewal from the revision before a lost answer: rev %d, %v; want a revision after %d", newRev, err, landed)
 	}
@@ -44,7 +44,7 @@ func TestRenewAfterALostAnswerKeepsTheLease(t *testing.T) {
 	if _, err := leases.Put(ctx, topology.ShardKey(1), []byte("w2")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := coord.Renew(ctx, 1, "w1", newRev); !errors.Is(err, partition.ErrConflict) {
+	if _, err := coord.Lease(1).Renew(ctx, "w1", newRev); !errors.Is(err, lease.ErrConflict) {
 		t.Fatalf("renewal of a lease w2 holds: %v, want a conflict", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/modules/livelist"
 	"github.com/gamemodes/gamemodes/modules/lobby"
 	"github.com/gamemodes/gamemodes/nats/natstest"
 	"github.com/gamemodes/gamemodes/nats/topology"
@@ -23,16 +24,16 @@ type popularEdge struct {
 	id   string
 	nc   *nats.Conn
 	view *lobby.View
-	pub  *jsadapter.PopularPublisher
+	pub  *livelist.Publisher
 	reg  *prometheus.Registry
 }
 
 func startPopularEdge(t *testing.T, url, id string, catalog *domain.Catalog, leaseTTL time.Duration) *popularEdge {
 	t.Helper()
-	return startPopularEdgeWith(t, url, catalog, jsadapter.PopularPublisherConfig{Member: id, LeaseTTL: leaseTTL})
+	return startPopularEdgeWith(t, url, catalog, livelist.Config{Member: id, LeaseTTL: leaseTTL})
 }
 
-func startPopularEdgeWith(t *testing.T, url string, catalog *domain.Catalog, cfg jsadapter.PopularPublisherConfig) *popularEdge {
+func startPopularEdgeWith(t *testing.T, url string, catalog *domain.Catalog, cfg livelist.Config) *popularEdge {
 	t.Helper()
 	id := cfg.Member
 	nc, js := natstest.Connect(t, url)
@@ -47,10 +48,15 @@ func startPopularEdgeWith(t *testing.T, url string, catalog *domain.Catalog, cfg
 	b := lobby.NewBroadcaster(e.view, lobby.DefaultBroadcastInterval)
 	b.Start()
 	t.Cleanup(b.Stop)
-	e.pub = jsadapter.NewPopularPublisher(js, b, cfg, testLog(id), e.reg)
-	if err := e.pub.Start(ctx); err != nil {
+	l, err := jsadapter.OpenLease(ctx, js, topology.PopularPublisherKey)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = topology.DefaultLeaseTTL
+	}
+	e.pub = livelist.New(l, b, jsadapter.NewPopularSender(nc, id), cfg, testLog(id), e.reg)
+	e.pub.Start()
 	t.Cleanup(func() { e.stop(t) })
 	return e
 }
@@ -292,7 +298,7 @@ func TestPopularPublisherRepublishesForLateSubscribers(t *testing.T) {
 	url, js, catalog, ttl := popularSetup(t)
 	w := newShardWriter(t, js, catalog)
 	rev := w.put(map[int]int64{2: 5})
-	e := startPopularEdgeWith(t, url, catalog, jsadapter.PopularPublisherConfig{Member: "edge-r", LeaseTTL: ttl, Refresh: 100 * time.Millisecond})
+	e := startPopularEdgeWith(t, url, catalog, livelist.Config{Member: "edge-r", LeaseTTL: ttl, Refresh: 100 * time.Millisecond})
 	waitFor(t, 10*time.Second, func() bool { return e.pub.Leader() && e.publishedCount(t) >= len(testRegions) }, "the first lists published")
 
 	late := subscribePopular(t, url, "US")

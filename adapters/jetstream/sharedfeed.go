@@ -143,7 +143,7 @@ func (f *SharedPartitionFeed) dispatch(gen int64, m jetstream.Msg) {
 	if err != nil {
 		return
 	}
-	p, _, ok := topology.ParseStoredEventSubject(m.Subject())
+	p, region, ok := topology.ParseStoredEventSubject(m.Subject())
 	if !ok {
 		return
 	}
@@ -167,7 +167,7 @@ func (f *SharedPartitionFeed) dispatch(gen int64, m jetstream.Msg) {
 		return
 	}
 	ev := partition.EventMsg{
-		Seq: seq, Subject: m.Subject(), Data: m.Data(), Time: md.Timestamp,
+		Seq: seq, Partition: p, Region: region, Data: m.Data(), Time: md.Timestamp,
 		Pending: md.NumPending, FromEdge: m.Headers().Get(SourceHeader) != "",
 	}
 	for _, deliver := range targets {

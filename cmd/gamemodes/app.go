@@ -15,6 +15,8 @@ import (
 	"github.com/gamemodes/gamemodes/modules/archive"
 	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/ingest"
+	"github.com/gamemodes/gamemodes/modules/lease"
+	"github.com/gamemodes/gamemodes/modules/livelist"
 	"github.com/gamemodes/gamemodes/modules/lobby"
 	"github.com/gamemodes/gamemodes/modules/ops"
 	"github.com/gamemodes/gamemodes/modules/partition"
@@ -262,8 +264,8 @@ func appOptions(cfg config.Config, log *slog.Logger) fx.Option {
 
 // workerModule runs the partition owners of this process.
 var workerModule = fx.Module("worker",
+	partition.Module,
 	fx.Provide(
-		partition.NewMetrics,
 		func(lc fx.Lifecycle, n *NATS) (*jsadapter.PartitionStore, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -274,29 +276,25 @@ var workerModule = fx.Module("worker",
 			lc.Append(fx.StopHook(s.Close))
 			return s, nil
 		},
+		func(s *jsadapter.PartitionStore) partition.Store { return s },
+		func(n *NATS) partition.Feed { return jsadapter.NewSharedPartitionFeed(n.JS, n.Topology.Partitions) },
+		func(lc fx.Lifecycle, n *NATS, log *slog.Logger) (partition.Coordinator, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			coord, err := jsadapter.NewCoordinator(ctx, n.JS, log.With("component", "worker"))
+			if err != nil {
+				return nil, err
+			}
+			lc.Append(fx.StopHook(coord.Close)) // after the assigner has stopped
+			return coord, nil
+		},
+		func(cfg config.Config, n *NATS, store *jsadapter.PartitionStore) partition.Config {
+			return partition.Config{Owner: partition.OwnerConfig{
+				OwnerID: cfg.InstanceID, Partitions: n.Topology.Partitions, PlayerTTL: n.Topology.PlayerTTL,
+				Writes: store.PlayerWriteLimits(), FlushInterval: cfg.FlushEvery,
+			}, Member: cfg.InstanceID, Partitions: n.Topology.Partitions, LeaseTTL: n.Topology.LeaseTTL}
+		},
 	),
-	fx.Invoke(func(lc fx.Lifecycle, cfg config.Config, n *NATS, catalog *domain.Catalog, store *jsadapter.PartitionStore, m *partition.Metrics, log *slog.Logger) error {
-		log = log.With("component", "worker")
-		w := partition.NewWorker(partition.OwnerConfig{
-			OwnerID: cfg.InstanceID, Partitions: n.Topology.Partitions, PlayerTTL: n.Topology.PlayerTTL,
-			Writes: store.PlayerWriteLimits(), FlushInterval: cfg.FlushEvery,
-		}, catalog, store, jsadapter.NewSharedPartitionFeed(n.JS, n.Topology.Partitions), m, log)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		coord, err := jsadapter.NewCoordinator(ctx, n.JS, log)
-		if err != nil {
-			return err
-		}
-		a := partition.NewAssigner(cfg.InstanceID, n.Topology.Partitions, n.Topology.LeaseTTL, coord, w, log)
-		lc.Append(fx.Hook{
-			OnStart: func(context.Context) error { a.Start(); return nil },
-			OnStop: func(ctx context.Context) error {
-				defer coord.Close()
-				return a.Stop(ctx)
-			},
-		})
-		return nil
-	}),
 )
 
 // edgeModule serves the API: ingest and the lobby view.
@@ -322,11 +320,22 @@ var edgeModule = fx.Module("edge",
 		w := jsadapter.NewShardWatcher(n.JS, v.Catalog(), v, log.With("component", "lobby"))
 		lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
 	}),
-	fx.Invoke(func(lc fx.Lifecycle, cfg config.Config, n *NATS, b *lobby.Broadcaster, reg prometheus.Registerer, log *slog.Logger) {
-		p := jsadapter.NewPopularPublisher(n.JS, b, jsadapter.PopularPublisherConfig{Member: cfg.InstanceID, LeaseTTL: n.Topology.LeaseTTL, Refresh: jsadapter.DefaultPopularRefresh},
-			log.With("component", "popular"), reg)
-		lc.Append(fx.Hook{OnStart: p.Start, OnStop: p.Stop})
-	}),
+	// The live lists on NATS: one publisher at a time, the holder of the lease.
+	livelist.Module,
+	fx.Provide(
+		func(cfg config.Config, n *NATS) livelist.Config {
+			return livelist.Config{Member: cfg.InstanceID, LeaseTTL: n.Topology.LeaseTTL, Refresh: livelist.DefaultRefresh}
+		},
+		func(b *lobby.Broadcaster) livelist.Source { return b },
+		func(cfg config.Config, n *NATS) livelist.Sender {
+			return jsadapter.NewPopularSender(n.Conn, cfg.InstanceID)
+		},
+		fx.Annotate(func(n *NATS) (lease.Lease, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return jsadapter.OpenLease(ctx, n.JS, topology.PopularPublisherKey)
+		}, fx.ResultTags(`name:"`+livelist.LeaseName+`"`)),
+	),
 )
 
 // opsModule serves the operations page at / and its status at

@@ -113,6 +113,15 @@ func AsValidationError(err error) (*ValidationError, bool) {
 	return v, ok
 }
 
+// RejectReason is the metric label of a rejected event: the contract's
+// error code of the ValidationError inside err, else "invalid".
+func RejectReason(err error) string {
+	if v, ok := AsValidationError(err); ok {
+		return v.Code
+	}
+	return "invalid"
+}
+
 type wireEvent struct {
 	EventID      json.RawMessage `json:"event_id"`
 	UserID       json.RawMessage `json:"user_id"`

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/modules/eventmetrics"
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
@@ -46,31 +47,16 @@ type Receipt struct {
 
 // Source names where an event came from, for metrics.
 const (
-	SourceHTTP = "http"
-	SourceNATS = "nats"
+	SourceHTTP = eventmetrics.SourceHTTP
+	SourceNATS = eventmetrics.SourceNATS
 )
 
-// Metrics counts accepted and rejected events by source and reason.
-type Metrics struct {
-	Accepted *prometheus.CounterVec
-	Rejected *prometheus.CounterVec
-}
+// Metrics counts accepted and rejected events by source and reason; the
+// partition owners count into the same (see modules/eventmetrics).
+type Metrics = eventmetrics.Metrics
 
-// NewMetrics registers the ingest metrics.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		Accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "gamemodes_events_accepted_total",
-			Help: "Events accepted, by source (http: stored by an edge; nats: published directly and valid when applied).",
-		}, []string{"source"}),
-		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "gamemodes_events_rejected_total",
-			Help: "Events rejected, by source and reason (the contract's error code).",
-		}, []string{"source", "reason"}),
-	}
-	reg.MustRegister(m.Accepted, m.Rejected)
-	return m
-}
+// NewMetrics registers the event metrics.
+func NewMetrics(reg prometheus.Registerer) *Metrics { return eventmetrics.New(reg) }
 
 // Service validates and stores events.
 type Service struct {
@@ -124,11 +110,7 @@ func (s *Service) Submit(ctx context.Context, body []byte) (Receipt, error) {
 
 // Reject counts a rejected event by the reason in err.
 func (s *Service) Reject(source string, err error) {
-	reason := "invalid"
-	if v, ok := domain.AsValidationError(err); ok {
-		reason = v.Code
-	}
-	s.metrics.Rejected.WithLabelValues(source, reason).Inc()
+	s.metrics.Reject(source, err)
 }
 
 // OptionsGroup is the fx value group whose Options configure the Service

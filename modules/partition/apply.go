@@ -7,15 +7,15 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
-	"github.com/gamemodes/gamemodes/nats/topology"
+	"github.com/gamemodes/gamemodes/modules/eventmetrics"
 )
 
 // loop is the owner's single goroutine: every state change happens here.
 func (o *Owner) loop(ctx context.Context) error {
 	stopping := false
-	var drainDeadline <-chan time.Time
-	tick := time.NewTicker(expiryTick)
-	defer tick.Stop()
+	var drainDeadline chan struct{}
+	tick, stopTick := o.clock.NewTicker(expiryTick)
+	defer stopTick()
 	for {
 		events := o.events
 		if stopping || len(o.queue) >= o.cfg.MaxQueued {
@@ -28,7 +28,8 @@ func (o *Owner) loop(ctx context.Context) error {
 		select {
 		case <-ctxDone:
 			stopping = true
-			drainDeadline = time.After(o.cfg.DrainTimeout)
+			drainDeadline = make(chan struct{})
+			o.clock.AfterFunc(o.cfg.DrainTimeout, func() { close(drainDeadline) })
 		case <-drainDeadline:
 			return fmt.Errorf("partition %d: drain timed out with %d writes in flight and %d queued", o.p, len(o.inflight), len(o.queue))
 		case m := <-events:
@@ -45,7 +46,7 @@ func (o *Owner) loop(ctx context.Context) error {
 			}
 		case f := <-o.inbox:
 			f()
-		case now := <-tick.C:
+		case now := <-tick:
 			o.expireDue(now)
 		}
 		o.pump()
@@ -105,8 +106,8 @@ func (o *Owner) handleEvent(m EventMsg) {
 	o.handled++
 	ev, slot, err := o.decode(m)
 	if err != nil {
-		o.metrics.events.Rejected.WithLabelValues("nats", reasonOf(err)).Inc()
-		o.log.Warn("invalid event terminated", "seq", m.Seq, "subject", m.Subject, "err", err)
+		o.metrics.events.Reject(eventmetrics.SourceNATS, err)
+		o.log.Warn("invalid event terminated", "seq", m.Seq, "region", m.Region, "err", err)
 		return
 	}
 	if !m.FromEdge {
@@ -156,18 +157,11 @@ func (o *Owner) expiryMargin() time.Duration {
 
 // decode validates a stored event against the contract and the partitioning.
 func (o *Owner) decode(m EventMsg) (domain.Event, domain.Slot, error) {
-	p, region, ok := topology.ParseStoredEventSubject(m.Subject)
-	if !ok || p != o.p {
+	p, region := m.Partition, m.Region
+	if p != o.p {
 		p, region = -1, ""
 	}
 	return o.catalog.DecodeStored(p, region, o.cfg.Partitions, m.Data, m.Time)
-}
-
-func reasonOf(err error) string {
-	if v, ok := domain.AsValidationError(err); ok {
-		return v.Code
-	}
-	return "invalid"
 }
 
 // pump sends the queued player writes in batches, fenced by this owner's
@@ -208,7 +202,7 @@ func (o *Owner) send(b *sentBatch) {
 // retryLater runs f on the owner's goroutine after a moment.
 func (o *Owner) retryLater(f func()) {
 	o.metrics.busyRetries.Inc()
-	time.AfterFunc(time.Millisecond, func() { o.post(f) })
+	o.clock.AfterFunc(time.Millisecond, func() { o.post(f) })
 }
 
 // maxBatchTries bounds the sends of one batch that is alone in flight.
@@ -230,7 +224,7 @@ func (o *Owner) writeDone(b *sentBatch, err error) {
 			o.log.Warn("player batch failed; sending it again", "players", len(b.writes), "try", b.tries, "err", err)
 			pause = max(pause, 50*time.Millisecond)
 		}
-		time.AfterFunc(pause, func() {
+		o.clock.AfterFunc(pause, func() {
 			o.post(func() {
 				now := o.now().UnixNano()
 				for _, q := range b.writes {
@@ -346,7 +340,7 @@ func (o *Owner) flush() {
 		if !o.flushWake {
 			o.flushWake = true
 			wait := time.Duration((1 - o.flushTokens) * float64(o.cfg.FlushInterval))
-			time.AfterFunc(wait, func() { o.post(func() { o.flushWake = false }) })
+			o.clock.AfterFunc(wait, func() { o.post(func() { o.flushWake = false }) })
 		}
 		return
 	}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/gamemodes/gamemodes/modules/lease"
 )
 
 // Assign spreads partitions over live members: each member gets the floor
@@ -77,26 +79,29 @@ func rendezvous(member string, p int) uint64 {
 	return h
 }
 
-// Lease is a partition lease as stored.
-type Lease struct {
-	Owner string
-	Rev   uint64
-}
-
 // Coordinator is what the assigner needs to share partitions with other
 // workers: memberships that expire without heartbeats, and partition leases
-// that expire without renewal. Acquire, Renew and Release are
-// revision-checked and return an error wrapping ErrConflict when another
-// worker holds the lease.
+// that expire without renewal (their operations return an error wrapping
+// lease.ErrConflict when another worker holds the lease).
 type Coordinator interface {
 	Heartbeat(ctx context.Context, member string) error
 	Leave(ctx context.Context, member string) error
 	Members(ctx context.Context) ([]string, error)
-	Acquire(ctx context.Context, p int, member string) (rev uint64, err error)
-	Renew(ctx context.Context, p int, member string, rev uint64) (uint64, error)
-	Release(ctx context.Context, p int, member string, rev uint64) error
+	// Lease is partition p's lease.
+	Lease(p int) lease.Lease
 	// Changed is signalled (without blocking) when memberships or leases change.
 	Changed() <-chan struct{}
+}
+
+// Owners runs the owners of the partitions the assigner holds (*Worker).
+type Owners interface {
+	// Ensure runs owners for exactly ps; others stop in the background.
+	Ensure(ps []int)
+	// StopPartition stops p's owner; the channel closes once it has
+	// finished its writes and flushed.
+	StopPartition(p int) <-chan struct{}
+	// Stop stops every owner, waiting for them or for ctx to end.
+	Stop(ctx context.Context) error
 }
 
 // Assigner makes this process own its fair share of the partitions: it
@@ -107,7 +112,7 @@ type Assigner struct {
 	id         string
 	partitions int
 	coord      Coordinator
-	worker     *Worker
+	worker     Owners
 	interval   time.Duration
 	log        *slog.Logger
 
@@ -123,7 +128,7 @@ type Assigner struct {
 
 // NewAssigner returns an assigner for member id; leaseTTL sets the renewal
 // interval (a third of it).
-func NewAssigner(id string, partitions int, leaseTTL time.Duration, coord Coordinator, worker *Worker, log *slog.Logger) *Assigner {
+func NewAssigner(id string, partitions int, leaseTTL time.Duration, coord Coordinator, worker Owners, log *slog.Logger) *Assigner {
 	return &Assigner{
 		id: id, partitions: partitions, coord: coord, worker: worker,
 		interval: max(100*time.Millisecond, leaseTTL/3), log: log,
@@ -177,7 +182,7 @@ func (a *Assigner) step() {
 		}
 		for i := range renewals {
 			r := &renewals[i]
-			wg.Go(func() { r.newRev, r.err = a.coord.Renew(opCtx, r.p, a.id, r.rev) })
+			wg.Go(func() { r.newRev, r.err = a.coord.Lease(r.p).Renew(opCtx, a.id, r.rev) })
 		}
 		wg.Wait()
 		if heartbeatErr != nil {
@@ -188,7 +193,7 @@ func (a *Assigner) step() {
 			switch {
 			case r.err == nil:
 				a.held[r.p] = r.newRev
-			case errors.Is(r.err, ErrConflict):
+			case errors.Is(r.err, lease.ErrConflict):
 				a.log.Warn("partition lease lost", "partition", r.p)
 				delete(a.held, r.p)
 				changed = true
@@ -226,7 +231,7 @@ func (a *Assigner) step() {
 			<-stopped
 			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if err := a.coord.Release(rctx, p, a.id, rev); err != nil {
+			if err := a.coord.Lease(p).Release(rctx, a.id, rev); err != nil {
 				a.log.Warn("lease release failed", "partition", p, "err", err)
 			}
 		}(p, rev)
@@ -249,12 +254,12 @@ func (a *Assigner) step() {
 	var wg sync.WaitGroup
 	for i := range acquisitions {
 		r := &acquisitions[i]
-		wg.Go(func() { r.newRev, r.err = a.coord.Acquire(opCtx, r.p, a.id) })
+		wg.Go(func() { r.newRev, r.err = a.coord.Lease(r.p).Acquire(opCtx, a.id) })
 	}
 	wg.Wait()
 	for _, r := range acquisitions {
 		if r.err != nil {
-			if !errors.Is(r.err, ErrConflict) {
+			if !errors.Is(r.err, lease.ErrConflict) {
 				if firstErr == nil {
 					firstErr = r.err
 				}
@@ -320,7 +325,7 @@ func (a *Assigner) Stop(ctx context.Context) error {
 			<-done
 			continue
 		}
-		if rerr := a.coord.Release(lctx, p, a.id, rev); rerr != nil {
+		if rerr := a.coord.Lease(p).Release(lctx, a.id, rev); rerr != nil {
 			a.log.Warn("lease release failed", "partition", p, "err", rerr)
 		}
 	}

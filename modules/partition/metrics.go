@@ -2,13 +2,13 @@ package partition
 
 import (
 	"github.com/gamemodes/gamemodes/modules/domain"
-	"github.com/gamemodes/gamemodes/modules/ingest"
+	"github.com/gamemodes/gamemodes/modules/eventmetrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metrics are the partition owners' Prometheus metrics.
 type Metrics struct {
-	events            *ingest.Metrics
+	events            *eventmetrics.Metrics
 	applied           *prometheus.CounterVec
 	skipped           *prometheus.CounterVec
 	staleLeaves       prometheus.Counter
@@ -42,7 +42,7 @@ func (m *Metrics) ExpiriesCounter() prometheus.Counter { return m.expiries }
 
 // NewMetrics registers the owners' metrics; accepted and rejected NATS events
 // are counted in the shared event metrics.
-func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
+func NewMetrics(reg prometheus.Registerer, events *eventmetrics.Metrics) *Metrics {
 	m := &Metrics{
 		events: events,
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -107,7 +107,7 @@ func NewMetrics(reg prometheus.Registerer, events *ingest.Metrics) *Metrics {
 	for o := range domain.Outcome(domain.NumOutcomes) {
 		m.appliedBy[o] = m.applied.WithLabelValues(o.String())
 	}
-	m.acceptedNATS = events.Accepted.WithLabelValues("nats")
+	m.acceptedNATS = events.Accepted.WithLabelValues(eventmetrics.SourceNATS)
 	reg.MustRegister(m.applied, m.skipped, m.staleLeaves, m.expiries, m.flushes, m.badStoredPlayers,
 		m.pending, m.durableLagEvents, m.durableLagSeconds, m.owned, m.players, m.loadSeconds, m.restarts, m.busyRetries)
 	return m

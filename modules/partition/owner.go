@@ -88,13 +88,23 @@ type Store interface {
 	WriteShard(p int, value []byte, expectRev uint64, done func(rev uint64, err error))
 }
 
-// EventMsg is one stored event of a partition.
+// EventMsg is one stored event of a partition, as the feed parsed it from
+// where the stream stored it.
 type EventMsg struct {
-	Seq      uint64
-	Subject  string
-	Data     []byte
-	Time     time.Time
-	Pending  uint64
+	// Seq is the event's stream sequence.
+	Seq uint64
+	// Partition and Region are those the stream stored the event under;
+	// the owner checks them against the payload (a Partition other than
+	// the owner's makes the event invalid).
+	Partition int
+	Region    string
+	// Data is the event's payload, Time when the stream stored it.
+	Data []byte
+	Time time.Time
+	// Pending is how many stored events the feed has not delivered yet.
+	Pending uint64
+	// FromEdge reports that an edge published the event (it was validated
+	// and counted as accepted there).
 	FromEdge bool
 }
 
@@ -128,6 +138,8 @@ type OwnerConfig struct {
 	// change at once, a busy one at most once per interval, so readers
 	// decode fewer shards.
 	FlushInterval time.Duration
+	// Clock is the owner's time (default SystemClock).
+	Clock Clock
 }
 
 type player struct {
@@ -166,7 +178,7 @@ type Owner struct {
 	feed    Feed
 	metrics *Metrics
 	log     *slog.Logger
-	now     func() time.Time
+	clock   Clock
 
 	fence   uint64
 	players map[string]*player
@@ -218,9 +230,12 @@ func NewOwner(p int, cfg OwnerConfig, catalog *domain.Catalog, store Store, feed
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 5 * time.Millisecond
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
 	o := &Owner{
 		p: p, cfg: cfg, catalog: catalog, store: store, feed: feed, metrics: metrics,
-		log: log.With("partition", p), now: time.Now,
+		log: log.With("partition", p), clock: cfg.Clock,
 		inbox:  make(chan func(), cfg.Writes.MaxInflight+64),
 		events: make(chan EventMsg, 512),
 		done:   make(chan struct{}),
@@ -322,3 +337,5 @@ func (o *Owner) load(ctx context.Context) error {
 	o.log.Info("partition loaded", "players", len(o.players), "applied_seq", o.loadedApplied, "fence", o.fence)
 	return nil
 }
+
+func (o *Owner) now() time.Time { return o.clock.Now() }

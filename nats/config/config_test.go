@@ -19,6 +19,7 @@ import (
 	jsadapter "github.com/gamemodes/gamemodes/adapters/jetstream"
 	"github.com/gamemodes/gamemodes/modules/archive"
 	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/modules/livelist"
 	"github.com/gamemodes/gamemodes/modules/lobby"
 	"github.com/gamemodes/gamemodes/modules/partition"
 	"github.com/gamemodes/gamemodes/nats/topology"
@@ -511,18 +512,20 @@ func testPermissions(t *testing.T, ns *testServer) {
 			}
 			return e.Revision()
 		}
-		startPublisher := func(member string) (*jsadapter.PopularPublisher, func()) {
+		startPublisher := func(member string) (*livelist.Publisher, func()) {
 			edge := connect(t, ns, "edge")
 			view := lobby.NewView(domain.DefaultCatalog(), nil)
 			view.SetShard(0, 0, 0, shardCounts)
 			view.MarkSynced()
 			b := lobby.NewBroadcaster(view, 0)
 			b.Start()
-			p := jsadapter.NewPopularPublisher(edge.js, b, jsadapter.PopularPublisherConfig{Member: member, LeaseTTL: topology.DefaultLeaseTTL},
-				slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-			if err := p.Start(ctxT(t)); err != nil {
+			l, err := jsadapter.OpenLease(ctxT(t), edge.js, topology.PopularPublisherKey)
+			if err != nil {
 				t.Fatalf("popular publisher as edge: %v", err)
 			}
+			p := livelist.New(l, b, jsadapter.NewPopularSender(edge.js.Conn(), member), livelist.Config{Member: member, LeaseTTL: topology.DefaultLeaseTTL},
+				slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+			p.Start()
 			return p, func() {
 				if err := p.Stop(ctxT(t)); err != nil {
 					t.Errorf("stop publisher: %v", err)
@@ -589,8 +592,8 @@ func testPermissions(t *testing.T, ns *testServer) {
 		for _, region := range []string{"US", "EU"} {
 			select {
 			case m := <-got:
-				if want := fmt.Sprintf("%d.gamemodes.events.%s", p, region); m.Subject != want {
-					t.Fatalf("event subject %q, want %q", m.Subject, want)
+				if m.Partition != p || m.Region != region {
+					t.Fatalf("event of partition %d region %q, want %d %q", m.Partition, m.Region, p, region)
 				}
 			case <-time.After(5 * time.Second):
 				t.Fatalf("no %s event on partition %d", region, p)
@@ -667,14 +670,14 @@ func testPermissions(t *testing.T, ns *testServer) {
 		if m, err := coord.Members(ctx); err != nil || len(m) != 1 || m[0] != "w1" {
 			t.Fatalf("members %v err %v", m, err)
 		}
-		rev, err := coord.Acquire(ctx, p, "w1")
+		rev, err := coord.Lease(p).Acquire(ctx, "w1")
 		if err != nil {
 			t.Fatalf("acquire lease: %v", err)
 		}
-		if rev, err = coord.Renew(ctx, p, "w1", rev); err != nil {
+		if rev, err = coord.Lease(p).Renew(ctx, "w1", rev); err != nil {
 			t.Fatalf("renew lease: %v", err)
 		}
-		if err := coord.Release(ctx, p, "w1", rev); err != nil {
+		if err := coord.Lease(p).Release(ctx, "w1", rev); err != nil {
 			t.Fatalf("release lease: %v", err)
 		}
 		leases, err := wk.js.KeyValue(ctx, topology.LeasesBucket)
