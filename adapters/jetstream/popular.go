@@ -25,9 +25,9 @@ const (
 	// counts-bucket revision as of which the list is exact, so it is
 	// comparable across publishers. A subscriber drops a message whose
 	// version is not above the last one it kept.
-	HeaderPopularVersion = "Gamemodes-Version"
+	HeaderPopularVersion = topology.HeaderPopularVersion
 	// HeaderPopularPublisher names the edge that published the list.
-	HeaderPopularPublisher = "Gamemodes-Publisher"
+	HeaderPopularPublisher = topology.HeaderPopularPublisher
 )
 
 // PopularSource is what the publisher follows: every region's lobby list

@@ -8,13 +8,14 @@ import (
 	"fmt"
 
 	"github.com/gamemodes/gamemodes/modules/ingest"
+	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// SourceHeader marks events stored by an edge (value "http"); events
-// published directly by game servers do not carry it.
-const SourceHeader = "Gamemodes-Source"
+// SourceHeader marks events stored by an edge (value topology.SourceHTTP);
+// events published directly by game servers do not carry it.
+const SourceHeader = topology.HeaderSource
 
 // EventPublisher stores events in the events stream and waits for the
 // stream's acknowledgement.
@@ -25,13 +26,14 @@ type EventPublisher struct {
 // NewEventPublisher returns a publisher on js.
 func NewEventPublisher(js jetstream.JetStream) *EventPublisher { return &EventPublisher{js: js} }
 
-// PublishEvent stores payload under subject with msgID as Nats-Msg-Id and
-// returns the stream's sequence of the event and whether the stream had
-// already stored that id (then the sequence is the first copy's: the
-// server's acknowledgement of a duplicate carries it).
-func (p *EventPublisher) PublishEvent(ctx context.Context, subject, msgID string, payload []byte) (ingest.PublishAck, error) {
-	msg := &nats.Msg{Subject: subject, Data: payload, Header: nats.Header{}}
-	msg.Header.Set(SourceHeader, "http")
+// PublishEvent stores payload under the events subject of region and user
+// token with msgID as Nats-Msg-Id and returns the stream's sequence of the
+// event and whether the stream had already stored that id (then the
+// sequence is the first copy's: the server's acknowledgement of a duplicate
+// carries it).
+func (p *EventPublisher) PublishEvent(ctx context.Context, region, token, msgID string, payload []byte) (ingest.PublishAck, error) {
+	msg := &nats.Msg{Subject: topology.EventSubject(region, token), Data: payload, Header: nats.Header{}}
+	msg.Header.Set(SourceHeader, topology.SourceHTTP)
 	fut, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return ingest.PublishAck{}, fmt.Errorf("publish event: %w", err)
