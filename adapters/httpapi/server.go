@@ -440,8 +440,13 @@ func (s *Server) App() *fiber.App { return s.app }
 // Config returns the effective settings, defaults applied.
 func (s *Server) Config() Config { return s.cfg }
 
+// ErrListen is wrapped by the error of a Listen that could not bind its
+// address.
+var ErrListen = errors.New("httpapi: cannot listen")
+
 // Listen binds addr and serves in the background. It returns once the
-// listener is bound, or the bind error (for example a busy port).
+// listener is bound, or the bind error (for example a busy port), which
+// wraps ErrListen.
 func (s *Server) Listen(addr string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -460,7 +465,7 @@ func (s *Server) Listen(addr string) error {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("httpapi: listen %s: %w", addr, err)
+		return fmt.Errorf("%w on %s: %w", ErrListen, addr, err)
 	}
 	if certs != nil {
 		s.certs = certs
