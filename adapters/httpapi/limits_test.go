@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -61,15 +62,21 @@ func TestConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
-	for name, cfg := range map[string]httpapi.Config{
-		"negative user rate": {UserRateLimit: -1},
-		"negative addr rate": {AddrRateLimit: -1},
-		"negative burst":     {UserRateBurst: -1},
-		"bad proxy":          {TrustedProxies: []string{"lb.internal"}},
-		"bad proxy range":    {TrustedProxies: []string{"10.0.0.0/33"}},
+	for name, tc := range map[string]struct {
+		cfg   httpapi.Config
+		field string
+	}{
+		"negative user rate":  {httpapi.Config{UserRateLimit: -1}, "UserRateLimit"},
+		"negative addr rate":  {httpapi.Config{AddrRateLimit: -1}, "AddrRateLimit"},
+		"negative burst":      {httpapi.Config{UserRateBurst: -1}, "UserRateBurst"},
+		"negative addr burst": {httpapi.Config{AddrRateBurst: -1}, "AddrRateBurst"},
+		"negative wait":       {httpapi.Config{ConsistencyWait: -time.Second}, "ConsistencyWait"},
+		"bad proxy":           {httpapi.Config{TrustedProxies: []string{"lb.internal"}}, "TrustedProxies"},
+		"bad proxy range":     {httpapi.Config{TrustedProxies: []string{"10.0.0.0/33"}}, "TrustedProxies"},
 	} {
-		if err := cfg.Validate(); err == nil {
-			t.Errorf("%s: no error", name)
+		var ce *httpapi.ConfigError
+		if err := tc.cfg.Validate(); !errors.As(err, &ce) || ce.Field != tc.field {
+			t.Errorf("%s: %v, want a *ConfigError of %s", name, err, tc.field)
 		}
 	}
 	// The fx constructor refuses an invalid config.

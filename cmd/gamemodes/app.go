@@ -330,8 +330,5 @@ func httpConfig(cfg config.Config, log *slog.Logger) (httpapi.Config, error) {
 		ConsistencyWait: cfg.ConsistencyWait, MaxConsistencyWaiters: cfg.ConsistencyWaiters,
 		MaxStreams: cfg.MaxStreams, DrainDelay: cfg.DrainDelay,
 	}
-	if err := hc.Validate(); err != nil {
-		return httpapi.Config{}, fmt.Errorf("HTTP limits: %w", err)
-	}
-	return hc, nil
+	return hc, nil // checked by httpapi.NewWithLifecycle (startFailure names the flag)
 }

@@ -135,11 +135,23 @@ func serve(args []string, stderr io.Writer) int {
 // startFailure is the error a constructor or start hook returned, without
 // fx's and dig's account of where (their text names Go functions, not
 // flags), so that the line leads with the cause: the errors of this program
-// name the flag at fault, and the edge's bind error gets --http-addr.
+// name the flag at fault, and those of the HTTP edge get theirs here.
 func startFailure(cfg config.Config, err error) error {
 	err = dig.RootCause(err)
-	if errors.Is(err, httpapi.ErrListen) {
+	var ce *httpapi.ConfigError
+	switch {
+	case errors.Is(err, httpapi.ErrListen):
 		return fmt.Errorf("--http-addr %s: %w", cfg.HTTPAddr, err)
+	case errors.As(err, &ce) && httpFlags[ce.Field] != "":
+		return fmt.Errorf("%s: %w", httpFlags[ce.Field], err)
 	}
 	return err
+}
+
+// httpFlags are the flags of the httpapi.Config fields that
+// Config.Validate checks.
+var httpFlags = map[string]string{
+	"UserRateLimit": "--rate-limit-user", "UserRateBurst": "--rate-burst-user",
+	"AddrRateLimit": "--rate-limit-addr", "AddrRateBurst": "--rate-burst-addr",
+	"ConsistencyWait": "--consistency-wait", "TrustedProxies": "--trusted-proxies",
 }

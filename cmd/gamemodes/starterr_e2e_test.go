@@ -32,6 +32,10 @@ func TestStartErrorsLeadWithTheFlagAndTheCause(t *testing.T) {
 			"cannot start: --nats-url " + nobody + ": cannot connect to the NATS server"},
 		{"HTTP on a busy port", []string{"--http-addr", busyAddr},
 			"cannot start: --http-addr " + busyAddr + ": httpapi: cannot listen"},
+		{"a negative rate limit", []string{"--rate-limit-user", "-1"},
+			"cannot start: --rate-limit-user: httpapi: user rate limit -1"},
+		{"a trusted proxy that is no address", []string{"--trusted-proxies", "lb.internal"},
+			"cannot start: --trusted-proxies: httpapi: trusted proxies"},
 		{"a JWT secret file that is not there", []string{"--jwt-secret-file", "/nonexistent/jwt"},
 			"cannot start: --jwt-secret-file"},
 	} {
