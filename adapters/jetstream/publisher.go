@@ -1,6 +1,15 @@
-// Package jetstream adapts gamemodes to NATS JetStream: the event publisher
-// of the edge, the partition feeds and player/shard stores of the owners, and
-// the count-shard watcher of the lobby view.
+// Package jetstream adapts gamemodes to NATS JetStream, on the names of
+// nats/topology:
+//   - the edge's event publisher;
+//   - the partition owners' shared feed of the events stream, player store
+//     (fenced atomic batches, the load pass, expiry markers) and count-shard
+//     writes;
+//   - the worker coordination: heartbeats and partition leases;
+//   - the lobby view's count-shard watcher and the live-list publisher on
+//     core NATS;
+//   - the archiver's feed of the events stream;
+//   - the operations reader behind the operations page;
+//   - the live state that a rebuild from the archive writes.
 package jetstream
 
 import (
