@@ -255,7 +255,11 @@ var edgeModule = fx.Module("edge",
 // /api/v1/ops/status on an edge (unless --no-ops-page).
 var opsModule = fx.Module("ops",
 	fx.Provide(fx.Annotate(func(lc fx.Lifecycle, cfg config.Config, n *NATS, v *lobby.View, m *ingest.Metrics) *ops.Service {
-		s := ops.NewService(ops.Config{InstanceID: cfg.InstanceID, Roles: cfg.Roles}, ops.Deps{
+		oc := ops.Config{InstanceID: cfg.InstanceID, Roles: cfg.Roles}
+		if cfg.Has(config.RoleArchiver) && cfg.PostgresURL == "" {
+			oc.ArchiveOff = "no --postgres-url"
+		}
+		s := ops.NewService(oc, ops.Deps{
 			Counts: v, Cluster: jsadapter.NewOpsReader(n.JS, v.Catalog(), n.Topology.Partitions),
 			Accepted: m.Accepted, Rejected: m.Rejected,
 		})
