@@ -469,15 +469,21 @@ func TestArchivePostgresOutage(t *testing.T) {
 		t.Fatal("store_up should be 0 while Postgres is away")
 	}
 	w.add(500)
-	// Stay down until the server has redelivered messages of the batch in
-	// hand (past the consumer's AckWait): the archiver meets them again.
-	natstest.WaitFor(t, 10*time.Second, "a redelivery while Postgres is away", func() bool {
+	// Stay down until the messages the archiver had in hand are due again:
+	// it gave the feed up when the write failed (no pull waiting), with
+	// messages delivered and unacknowledged, the last delivered more than
+	// the consumer's AckWait ago. (No redelivery comes while it is down:
+	// nobody pulls; its next session positions the consumer at the
+	// checkpoint, and what the server still counts as in flight must not
+	// be archived twice.)
+	natstest.WaitFor(t, 10*time.Second, "the messages in hand to be past AckWait, unpulled", func() bool {
 		c, err := e.stream.Consumer(context.Background(), jsadapter.ArchiveConsumer)
 		if err != nil {
 			return false
 		}
 		info, err := c.Info(context.Background())
-		return err == nil && info.NumRedelivered > 0
+		return err == nil && info.NumWaiting == 0 && info.NumAckPending > 0 &&
+			info.Delivered.Last != nil && time.Since(*info.Delivered.Last) > info.Config.AckWait
 	})
 	proxy.Restore()
 
