@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -234,7 +235,7 @@ func (c *Client) prepare(ev Event) (*nats.Msg, string, error) {
 		return nil, "", err
 	}
 	msg := &nats.Msg{
-		Subject: domain.EventSubjectOf(checked),
+		Subject: topology.EventSubject(checked.Region, checked.Token()),
 		Data:    body,
 		Header:  nats.Header{jetstream.MsgIDHeader: []string{ev.ID}},
 	}

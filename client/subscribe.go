@@ -7,19 +7,21 @@ import (
 	"strconv"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats.go"
 )
 
 // PopularSubjectPrefix starts the core NATS subjects of the live lobby
-// lists: gamemodes.popular.<REGION>.
-const PopularSubjectPrefix = "gamemodes.popular."
+// lists: gamemodes.popular.<REGION> (topology.PopularSubjectPrefix and a dot).
+const PopularSubjectPrefix = topology.PopularSubjectPrefix + "."
 
 // VersionHeader is the header of a live lobby list message carrying its
-// version: a decimal number that increases with every list of the region.
-const VersionHeader = "Gamemodes-Version"
+// version: a decimal number that increases with every list of the region
+// (topology.HeaderPopularVersion).
+const VersionHeader = topology.HeaderPopularVersion
 
 // PopularSubject is the core NATS subject of a region's live lobby list.
-func PopularSubject(region string) string { return PopularSubjectPrefix + region }
+func PopularSubject(region string) string { return topology.PopularSubject(region) }
 
 // List is a region's lobby list: its game modes with players, by player
 // count descending then game mode ascending, as GET

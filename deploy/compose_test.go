@@ -8,14 +8,17 @@ package deploy_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -482,16 +485,142 @@ func TestComposeObservability(t *testing.T) {
 	}
 }
 
-// TestDockerfileHealthcheck: the healthcheck the compose services run is built into the image.
+// instruction is one instruction of a Dockerfile: its keyword (upper
+// case) and its arguments, continuation lines joined.
+type instruction struct {
+	line    int
+	keyword string
+	args    string
+}
+
+// parseDockerfile splits a Dockerfile into its stages' instructions: a
+// stage starts at each FROM; comments and blank lines are dropped and a
+// line ending in a backslash continues on the next.
+func parseDockerfile(t *testing.T, text string) [][]instruction {
+	t.Helper()
+	var stages [][]instruction
+	var cur strings.Builder
+	start := 0
+	for i, l := range strings.Split(text, "\n") {
+		trimmed := strings.TrimSpace(l)
+		if strings.HasPrefix(trimmed, "#") || (trimmed == "" && cur.Len() == 0) {
+			continue
+		}
+		if cur.Len() == 0 {
+			start = i + 1
+		}
+		if body, more := strings.CutSuffix(trimmed, "\\"); more {
+			cur.WriteString(body + " ")
+			continue
+		}
+		cur.WriteString(trimmed)
+		keyword, args, _ := strings.Cut(cur.String(), " ")
+		cur.Reset()
+		in := instruction{line: start, keyword: strings.ToUpper(keyword), args: strings.TrimSpace(args)}
+		if in.keyword == "FROM" {
+			stages = append(stages, nil)
+		} else if len(stages) == 0 {
+			t.Fatalf("Dockerfile line %d: %s before FROM", in.line, in.keyword)
+		}
+		stages[len(stages)-1] = append(stages[len(stages)-1], in)
+	}
+	if cur.Len() > 0 {
+		t.Fatal("Dockerfile ends in a continuation line")
+	}
+	return stages
+}
+
+// TestDockerfileHealthcheck: the image's HEALTHCHECK runs, in exec form,
+// the healthcheck binary that the build stage builds from
+// deploy/healthcheck and the final stage copies in, with timings that make
+// sense (the timeout shorter than the interval).
 func TestDockerfileHealthcheck(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"./deploy/healthcheck", "/usr/local/bin/"} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("Dockerfile lacks %q", want)
+	stages := parseDockerfile(t, string(b))
+	if len(stages) != 2 {
+		t.Fatalf("%d stages, want 2 (build, run)", len(stages))
+	}
+	var checks []instruction
+	for _, in := range stages[1] {
+		if in.keyword == "HEALTHCHECK" {
+			checks = append(checks, in)
 		}
+	}
+	if len(checks) != 1 {
+		t.Fatalf("%d HEALTHCHECK instructions in the final stage, want 1", len(checks))
+	}
+	fields := strings.Fields(checks[0].args)
+	var cmd []string
+	for i, f := range fields {
+		if f == "CMD" {
+			if err := json.Unmarshal([]byte(strings.Join(fields[i+1:], " ")), &cmd); err != nil || len(cmd) == 0 {
+				t.Fatalf("HEALTHCHECK CMD %q: want the exec form (a JSON array; the image has no shell): %v", strings.Join(fields[i+1:], " "), err)
+			}
+			break
+		}
+		name, value, ok := strings.Cut(f, "=")
+		switch {
+		case !ok:
+			t.Fatalf("HEALTHCHECK option %q: want --name=value", f)
+		case name == "--retries":
+			if n, err := strconv.Atoi(value); err != nil || n < 1 {
+				t.Errorf("HEALTHCHECK --retries=%s", value)
+			}
+		case name == "--interval" || name == "--timeout" || name == "--start-period":
+			if d, err := time.ParseDuration(value); err != nil || d <= 0 {
+				t.Errorf("HEALTHCHECK %s=%s", name, value)
+			}
+		default:
+			t.Errorf("HEALTHCHECK option %s unknown", name)
+		}
+	}
+	opt := func(name string) time.Duration {
+		for _, f := range fields {
+			if v, ok := strings.CutPrefix(f, name+"="); ok {
+				d, _ := time.ParseDuration(v)
+				return d
+			}
+		}
+		return 0
+	}
+	if interval, timeout := opt("--interval"), opt("--timeout"); interval == 0 || timeout == 0 || timeout >= interval {
+		t.Errorf("HEALTHCHECK interval %v timeout %v: want both, the timeout shorter", interval, timeout)
+	}
+	if cmd == nil {
+		t.Fatal("HEALTHCHECK without CMD")
+	}
+	// The binary: built from ./deploy/healthcheck into the build output
+	// directory, which the final stage copies to the command's directory.
+	var out string
+	for _, in := range stages[0] {
+		if in.keyword != "RUN" || !strings.Contains(in.args, "go build") {
+			continue
+		}
+		args := strings.Fields(in.args)
+		if i := slices.Index(args, "-o"); i >= 0 && i+1 < len(args) && slices.Contains(args, "./deploy/healthcheck") {
+			out = args[i+1]
+		}
+	}
+	if out == "" || !strings.HasSuffix(out, "/") {
+		t.Fatalf("the build stage does not go build ./deploy/healthcheck into a directory (-o dir/): %q", out)
+	}
+	dir, bin := filepath.Split(cmd[0])
+	if bin != "healthcheck" {
+		t.Errorf("HEALTHCHECK runs %s, not the healthcheck binary", cmd[0])
+	}
+	copied := false
+	for _, in := range stages[1] {
+		if in.keyword == "COPY" && strings.Fields(in.args)[0] == "--from=build" {
+			if args := strings.Fields(in.args); len(args) == 3 && args[1] == out && args[2] == dir {
+				copied = true
+			}
+		}
+	}
+	if !copied {
+		t.Errorf("the final stage does not COPY --from=build %s %s (where HEALTHCHECK runs %s)", out, dir, cmd[0])
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-const latestVersion = 5
+const latestVersion = 6
 
 // migrated returns a connection to a fresh schema with the migrations applied.
 func migrated(t *testing.T) *pgx.Conn {
@@ -48,7 +48,7 @@ func TestMigrateTwice(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first migrate: %v", err)
 	}
-	want := []string{"00001_events.sql", "00002_rejected_event.sql", "00003_state_functions.sql", "00004_heartbeat_events.sql", "00005_archive_checkpoint.sql"}
+	want := []string{"00001_events.sql", "00002_rejected_event.sql", "00003_state_functions.sql", "00004_heartbeat_events.sql", "00005_archive_checkpoint.sql", "00006_event_comment.sql"}
 	if res.From != 0 || res.To != latestVersion || len(res.Applied) != len(want) {
 		t.Fatalf("first migrate: %+v, want 0 -> %d applying %v", res, latestVersion, want)
 	}

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -61,15 +62,21 @@ func TestConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
-	for name, cfg := range map[string]httpapi.Config{
-		"negative user rate": {UserRateLimit: -1},
-		"negative addr rate": {AddrRateLimit: -1},
-		"negative burst":     {UserRateBurst: -1},
-		"bad proxy":          {TrustedProxies: []string{"lb.internal"}},
-		"bad proxy range":    {TrustedProxies: []string{"10.0.0.0/33"}},
+	for name, tc := range map[string]struct {
+		cfg   httpapi.Config
+		field string
+	}{
+		"negative user rate":  {httpapi.Config{UserRateLimit: -1}, "UserRateLimit"},
+		"negative addr rate":  {httpapi.Config{AddrRateLimit: -1}, "AddrRateLimit"},
+		"negative burst":      {httpapi.Config{UserRateBurst: -1}, "UserRateBurst"},
+		"negative addr burst": {httpapi.Config{AddrRateBurst: -1}, "AddrRateBurst"},
+		"negative wait":       {httpapi.Config{ConsistencyWait: -time.Second}, "ConsistencyWait"},
+		"bad proxy":           {httpapi.Config{TrustedProxies: []string{"lb.internal"}}, "TrustedProxies"},
+		"bad proxy range":     {httpapi.Config{TrustedProxies: []string{"10.0.0.0/33"}}, "TrustedProxies"},
 	} {
-		if err := cfg.Validate(); err == nil {
-			t.Errorf("%s: no error", name)
+		var ce *httpapi.ConfigError
+		if err := tc.cfg.Validate(); !errors.As(err, &ce) || ce.Field != tc.field {
+			t.Errorf("%s: %v, want a *ConfigError of %s", name, err, tc.field)
 		}
 	}
 	// The fx constructor refuses an invalid config.
@@ -289,6 +296,10 @@ func TestInflightCap(t *testing.T) {
 	}
 }
 
+// TestSlowHeadersAreDisconnected: a client that sends its headers a byte
+// at a time and never ends them is disconnected by the read timeout (with
+// none it would stay open). The test gives up only after 30 s or more: it
+// asserts no speed, only that the connection ends.
 func TestSlowHeadersAreDisconnected(t *testing.T) {
 	const readTimeout = 300 * time.Millisecond
 	srv := httpapi.New(httpapi.Config{ReadTimeout: readTimeout}, httpapi.Deps{Events: unavailable{}, Lobby: lobby.NewView(domain.DefaultCatalog(), nil)})
@@ -298,7 +309,9 @@ func TestSlowHeadersAreDisconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	request := "GET " + httpapi.PathPopular + "?region=US HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("s", 200) + "\r\n\r\n"
+	// Headers that never end: 1,500 bytes, one per 20 ms or slower (30 s or
+	// more), far below the header limit.
+	request := "GET " + httpapi.PathPopular + "?region=US HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("s", 1500)
 
 	// Read whatever the server answers until it closes the connection.
 	closed := make(chan []byte, 1)
@@ -315,7 +328,7 @@ write:
 		select {
 		case answer = <-closed:
 			break write
-		case <-time.After(20 * time.Millisecond): // 100 ms would take 25 s for the whole request
+		case <-time.After(20 * time.Millisecond):
 		}
 		if _, err := conn.Write([]byte{request[sent]}); err != nil {
 			break // reset by the server
@@ -325,18 +338,14 @@ write:
 	if answer == nil {
 		select {
 		case answer = <-closed:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the server kept the slow connection open")
+		case <-time.After(5 * time.Second):
 		}
 	}
 	elapsed := time.Since(start)
-	if sent == len(request) {
-		t.Fatalf("the whole request (%d bytes over %v) was read: the read timeout does not bound a slow client", sent, elapsed)
+	if answer == nil {
+		t.Fatalf("the server kept a connection open %v while its headers never ended (%d bytes sent): the read timeout does not bound a slow client", elapsed, sent)
 	}
-	t.Logf("disconnected after %v, %d of %d bytes sent; answer %q", elapsed, sent, len(request), answer)
-	if elapsed > 3*time.Second {
-		t.Errorf("disconnected after %v, with a read timeout of %v", elapsed, readTimeout)
-	}
+	t.Logf("disconnected after %v, %d bytes sent; answer %q", elapsed, sent, answer)
 	if len(answer) > 0 && !strings.HasPrefix(string(answer), "HTTP/1.1 408") {
 		t.Errorf("answer %q; want none or 408", answer)
 	}

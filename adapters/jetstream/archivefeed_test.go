@@ -83,7 +83,7 @@ func TestArchiveFeed(t *testing.T) {
 	pub := NewEventPublisher(js)
 	payload := []byte(`{"event_id":"e1","user_id":"alice","event_type":"ENTER_GAME_MODE","event_payload":{"game_mode":1,"region":"US"}}`)
 	before := time.Now()
-	if _, err := pub.PublishEvent(ctx, topology.EventSubject("US", "alice"), "e1", payload); err != nil {
+	if _, err := pub.PublishEvent(ctx, "US", "alice", "e1", payload); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.Publish(ctx, topology.EventSubject("EU", "bob"), []byte("b"), jetstream.WithMsgID("m2")); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -21,7 +22,7 @@ type kvChange struct {
 // ordered consumer recreates itself after a server failover (the legacy KV
 // watcher may not). synced runs once the initial values are delivered.
 func followBucket(ctx context.Context, js jetstream.JetStream, bucket string, apply func(kvChange), synced func()) (stop func(), err error) {
-	stream := "KV_" + bucket
+	stream := topology.BucketStream(bucket)
 	prefix := "$KV." + bucket + "."
 	s, err := js.Stream(ctx, stream)
 	if err != nil {

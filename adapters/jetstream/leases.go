@@ -18,7 +18,7 @@ import (
 // Coordinator implements partition.Coordinator with two KV buckets whose
 // TTL is the lease time: worker heartbeats and partition leases. Member ids
 // must be valid KV keys (see MemberID). Both buckets are followed to signal
-// changes at once; membership is read from the bucket on every call.
+// changes at once; Members lists the workers bucket at most every membersRefresh (2 s).
 type Coordinator struct {
 	workers jetstream.KeyValue
 	leases  jetstream.KeyValue

@@ -138,7 +138,7 @@ const hdrNumPending = "Nats-Num-Pending"
 // bucket.
 func lastValues(ctx context.Context, js jetstream.JetStream, bucket string) (map[string][]byte, error) {
 	prefix := "$KV." + bucket + "."
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, js, "KV_"+bucket, []string{prefix + ">"})
+	msgs, err := jetstreamext.GetLastMsgsFor(ctx, js, topology.BucketStream(bucket), []string{prefix + ">"})
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", bucket, err)
 	}

@@ -186,7 +186,7 @@ func mapWriteErr(err error) error {
 }
 
 func (s *PartitionStore) lastRev(ctx context.Context, subject string) (uint64, error) {
-	cs, err := s.js.Stream(ctx, "KV_"+topology.CountsBucket)
+	cs, err := s.js.Stream(ctx, topology.BucketStream(topology.CountsBucket))
 	if err != nil {
 		return 0, err
 	}

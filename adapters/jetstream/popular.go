@@ -19,9 +19,9 @@ const (
 	// counts-bucket revision as of which the list is exact, so it is
 	// comparable across publishers. A subscriber drops a message whose
 	// version is not above the last one it kept.
-	HeaderPopularVersion = "Gamemodes-Version"
+	HeaderPopularVersion = topology.HeaderPopularVersion
 	// HeaderPopularPublisher names the edge that published the list.
-	HeaderPopularPublisher = "Gamemodes-Publisher"
+	HeaderPopularPublisher = topology.HeaderPopularPublisher
 )
 
 // PopularSender sends lobby lists on core NATS, gamemodes.popular.<REGION>,

@@ -48,7 +48,7 @@ func (r *RebuildState) LiveWorkers(ctx context.Context) ([]string, error) {
 // Reset purges every player, fence and count shard, and returns the events
 // stream's last sequence.
 func (r *RebuildState) Reset(ctx context.Context) (uint64, error) {
-	for _, name := range []string{topology.PlayersStream, "KV_" + topology.CountsBucket} {
+	for _, name := range []string{topology.PlayersStream, topology.BucketStream(topology.CountsBucket)} {
 		s, err := r.js.Stream(ctx, name)
 		if err != nil {
 			return 0, fmt.Errorf("stream %s: %w", name, err)

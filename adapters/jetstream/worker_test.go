@@ -356,15 +356,10 @@ func every(d time.Duration, f func()) (stop func()) {
 	return func() { close(quit); <-done }
 }
 
+// waitFor is natstest.WaitFor with this package's order of arguments.
 func waitFor(t testing.TB, within time.Duration, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	natstest.WaitFor(t, within, what, cond)
 }
 
 func TestExpiredPlayersLeaveTheirModeAndActiveOnesStay(t *testing.T) {
@@ -381,14 +376,8 @@ func TestExpiredPlayersLeaveTheirModeAndActiveOnesStay(t *testing.T) {
 		s.publish(event{User: userName(0), Type: domain.EventEnter, Region: "BR", Mode: 2})
 	})
 	s.waitCounts(map[string]map[int]int64{"BR": {2: 1}}, ttl+5*time.Second)
-	// Stays at 1 for more than a TTL while refreshed.
-	deadline := time.Now().Add(ttl + time.Second)
-	for time.Now().Before(deadline) {
-		if got := s.view.Count("BR", 2); got != 1 {
-			t.Fatalf("refreshed player dropped: count %d", got)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	// Stays at 1 for more than a TTL while refreshed: every change is seen.
+	s.holdCounts(map[string]map[int]int64{"BR": {2: 1}}, ttl+time.Second)
 	stop()
 	s.waitCounts(map[string]map[int]int64{}, ttl+5*time.Second)
 	if got := testutil.ToFloat64(s.metrics.ExpiriesCounter()); got != 10 {

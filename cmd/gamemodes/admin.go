@@ -13,6 +13,7 @@ import (
 	"github.com/gamemodes/gamemodes/adapters/postgres"
 	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 	"github.com/gamemodes/gamemodes/modules/rebuild"
+	"github.com/gamemodes/gamemodes/nats/bootstrap"
 	"github.com/gamemodes/gamemodes/nats/embedded"
 	"github.com/gamemodes/gamemodes/nats/natsconn"
 	"github.com/gamemodes/gamemodes/nats/topology"
@@ -99,7 +100,7 @@ func runRebuild(args []string, stdout, stderr io.Writer) int {
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		url = ns.ClientURL()
 	}
-	link, err := connectNATS(url, cfg.InstanceID+"-rebuild", sec, log, nil)
+	link, err := bootstrap.Connect(url, cfg.InstanceID+"-rebuild", sec, log, nil)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1

@@ -20,6 +20,7 @@ import (
 	"github.com/gamemodes/gamemodes/modules/lobby"
 	"github.com/gamemodes/gamemodes/modules/ops"
 	"github.com/gamemodes/gamemodes/modules/partition"
+	"github.com/gamemodes/gamemodes/nats/bootstrap"
 	"github.com/gamemodes/gamemodes/nats/embedded"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	schema "github.com/gamemodes/gamemodes/sql"
@@ -72,7 +73,7 @@ func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg config.Config, log *slog.Log
 		}))
 		url, sec, inProcess = embeddedConnection(cfg, ns)
 	}
-	link, err := connectNATS(url, cfg.InstanceID, sec, log, func(error) { _ = sd.Shutdown(fx.ExitCode(1)) }, inProcess...)
+	link, err := bootstrap.Connect(url, cfg.InstanceID, sec, log, func(error) { _ = sd.Shutdown(fx.ExitCode(1)) }, inProcess...)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +83,7 @@ func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg config.Config, log *slog.Log
 	if n.JS, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(65536), jetstream.WithPublishAsyncTimeout(5*time.Second)); err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if n.Topology, err = ensureTopology(n.JS, cfg.Topology(), log); err != nil {
+	if n.Topology, err = bootstrap.EnsureTopology(n.JS, cfg.Topology(), bootstrap.DefaultRetry, log); err != nil {
 		return nil, err
 	}
 	if n.Topology.PlayerTTL != cfg.PlayerTTL {
@@ -90,80 +91,6 @@ func newNATS(lc fx.Lifecycle, sd fx.Shutdowner, cfg config.Config, log *slog.Log
 	}
 	log.Info("NATS topology ready", "partitions", n.Topology.Partitions, "player_ttl", n.Topology.PlayerTTL, "replicas", cfg.Replicas)
 	return n, nil
-}
-
-// Waiting for the topology: each attempt may take ensureAttempt; a server
-// that does not answer in time is asked again until ensureWait has passed.
-// After an outage longer than the player TTL, nats-server expires every
-// player key at once when it starts (millions of deletions and markers with
-// a large population) and answers nothing else meanwhile: measured with 10
-// million players, longer than a single attempt.
-//
-// A server without JetStream, or a cluster without a meta leader, answers
-// "no responders" at once, and a cluster whose nodes have not all joined yet
-// cannot place a replicated stream: such an attempt fails
-// at once, so attempts start ensurePause apart, doubling up to 15 s, and the
-// wait is logged at each attempt instead of in a busy loop. ensureSleep is
-// that pause; tests hold it to choose what the server does between two
-// attempts.
-var (
-	ensureAttempt = 30 * time.Second
-	ensureWait    = 15 * time.Minute
-	ensurePause   = time.Second
-	ensureSleep   = time.Sleep
-)
-
-const ensurePauseMax = 15 * time.Second
-
-// ensureTopology creates or checks the stream and buckets, asking again
-// while JetStream does not answer in time or cannot place them yet.
-func ensureTopology(js jetstream.JetStream, c topology.Config, log *slog.Logger) (topology.Topology, error) {
-	deadline := time.Now().Add(ensureWait)
-	pause := ensurePause
-	for attempt := 1; ; attempt++ {
-		began := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), ensureAttempt)
-		topo, err := topology.Ensure(ctx, js, c)
-		cancel()
-		if err == nil {
-			return topo, nil
-		}
-		if !jetStreamNotReady(err) {
-			return topology.Topology{}, err
-		}
-		if time.Now().After(deadline) {
-			return topology.Topology{}, fmt.Errorf("NATS JetStream did not answer the topology requests, or could not place them, for %v: %w", ensureWait, err)
-		}
-		log.Warn("NATS JetStream is not ready for the topology requests (no responders, timed out, or the cluster cannot place the replicas yet); asking again (after an outage longer than the player TTL the server expires every player at start, which takes minutes with millions of players)",
-			"attempt", attempt, "err", err)
-		if rest := pause - time.Since(began); rest > 0 {
-			ensureSleep(rest)
-		}
-		pause = min(2*pause, ensurePauseMax)
-	}
-}
-
-// jetStreamNotReady tells the errors of a JetStream that is starting,
-// recovering or still forming its cluster, which a later attempt may not
-// meet, from the errors that will not go away (a configuration the server
-// refuses, a permission, a bucket that differs).
-func jetStreamNotReady(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
-		return true
-	}
-	var api *jetstream.APIError
-	if !errors.As(err, &api) {
-		return false
-	}
-	switch api.ErrorCode {
-	case 10005, // JSClusterNoPeersErrF: no suitable peers for placement (a peer offline or not joined yet)
-		10008, // JSClusterNotAvailErr: JetStream system temporarily unavailable
-		10009, // JSClusterNotLeaderErr: no meta leader to handle the request yet
-		10004: // JSClusterIncompleteErr: incomplete results
-		return true
-	}
-	return false
 }
 
 func newRegistry() (*prometheus.Registry, prometheus.Registerer, prometheus.Gatherer) {
@@ -300,19 +227,14 @@ var workerModule = fx.Module("worker",
 // edgeModule serves the API: ingest and the lobby view.
 var edgeModule = fx.Module("edge",
 	ingest.Module,
+	lobby.Module,
 	fx.Provide(
 		fx.Annotate(func(n *NATS) ingest.Option { return ingest.WithPartitions(n.Topology.Partitions) },
 			fx.ResultTags(`group:"`+ingest.OptionsGroup+`"`)),
 		fx.Annotate(jsadapter.NewEventPublisher, fx.As(new(ingest.Publisher))),
 		fx.Annotate(func(s *ingest.Service) *ingest.Service { return s }, fx.As(new(httpapi.EventSubmitter))),
-		func(c *domain.Catalog, reg prometheus.Registerer) *lobby.View { return lobby.NewView(c, reg) },
 		fx.Annotate(func(v *lobby.View) *lobby.View { return v }, fx.As(new(httpapi.LobbyLists))),
 		// Push: one coalescing broadcaster feeds the SSE streams and the NATS publisher.
-		func(lc fx.Lifecycle, v *lobby.View) *lobby.Broadcaster {
-			b := lobby.NewBroadcaster(v, lobby.DefaultBroadcastInterval)
-			lc.Append(fx.StartStopHook(b.Start, b.Stop))
-			return b
-		},
 		fx.Annotate(func(b *lobby.Broadcaster) *lobby.Broadcaster { return b }, fx.As(new(httpapi.LobbyStreams))),
 	),
 	fx.Invoke(func(lc fx.Lifecycle, n *NATS, v *lobby.View, log *slog.Logger) {
@@ -342,7 +264,11 @@ var edgeModule = fx.Module("edge",
 // /api/v1/ops/status on an edge (unless --no-ops-page).
 var opsModule = fx.Module("ops",
 	fx.Provide(fx.Annotate(func(lc fx.Lifecycle, cfg config.Config, n *NATS, v *lobby.View, m *ingest.Metrics) *ops.Service {
-		s := ops.NewService(ops.Config{InstanceID: cfg.InstanceID, Roles: cfg.Roles}, ops.Deps{
+		oc := ops.Config{InstanceID: cfg.InstanceID, Roles: cfg.Roles}
+		if cfg.Has(config.RoleArchiver) && cfg.PostgresURL == "" {
+			oc.ArchiveOff = "no --postgres-url"
+		}
+		s := ops.NewService(oc, ops.Deps{
 			Counts: v, Cluster: jsadapter.NewOpsReader(n.JS, v.Catalog(), n.Topology.Partitions),
 			Accepted: m.Accepted, Rejected: m.Rejected,
 		})
@@ -417,8 +343,5 @@ func httpConfig(cfg config.Config, log *slog.Logger) (httpapi.Config, error) {
 		ConsistencyWait: cfg.ConsistencyWait, MaxConsistencyWaiters: cfg.ConsistencyWaiters,
 		MaxStreams: cfg.MaxStreams, DrainDelay: cfg.DrainDelay,
 	}
-	if err := hc.Validate(); err != nil {
-		return httpapi.Config{}, fmt.Errorf("HTTP limits: %w", err)
-	}
-	return hc, nil
+	return hc, nil // checked by httpapi.NewWithLifecycle (startFailure names the flag)
 }

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gamemodes/gamemodes/adapters/httpapi"
 	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 	"go.uber.org/dig"
 	"go.uber.org/fx"
@@ -99,13 +100,13 @@ func serve(args []string, stderr io.Writer) int {
 	stopTimeout := 20*time.Second + cfg.DrainDelay
 	app := fx.New(appOptions(cfg, log), fx.NopLogger, fx.StartTimeout(60*time.Second), fx.StopTimeout(stopTimeout))
 	if err := app.Err(); err != nil {
-		log.Error("cannot start", "err", startFailure(err))
+		log.Error("cannot start", "err", startFailure(cfg, err))
 		return 1
 	}
 	startCtx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := app.Start(startCtx); err != nil {
-		log.Error("cannot start", "err", startFailure(err))
+		log.Error("cannot start", "err", startFailure(cfg, err))
 		stopCtx, cancelStop := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancelStop()
 		_ = app.Stop(stopCtx)
@@ -133,7 +134,24 @@ func serve(args []string, stderr io.Writer) int {
 
 // startFailure is the error a constructor or start hook returned, without
 // fx's and dig's account of where (their text names Go functions, not
-// flags): the errors of this program name the flag at fault.
-func startFailure(err error) error {
-	return dig.RootCause(err)
+// flags), so that the line leads with the cause: the errors of this program
+// name the flag at fault, and those of the HTTP edge get theirs here.
+func startFailure(cfg config.Config, err error) error {
+	err = dig.RootCause(err)
+	var ce *httpapi.ConfigError
+	switch {
+	case errors.Is(err, httpapi.ErrListen):
+		return fmt.Errorf("--http-addr %s: %w", cfg.HTTPAddr, err)
+	case errors.As(err, &ce) && httpFlags[ce.Field] != "":
+		return fmt.Errorf("%s: %w", httpFlags[ce.Field], err)
+	}
+	return err
+}
+
+// httpFlags are the flags of the httpapi.Config fields that
+// Config.Validate checks.
+var httpFlags = map[string]string{
+	"UserRateLimit": "--rate-limit-user", "UserRateBurst": "--rate-burst-user",
+	"AddrRateLimit": "--rate-limit-addr", "AddrRateBurst": "--rate-burst-addr",
+	"ConsistencyWait": "--consistency-wait", "TrustedProxies": "--trusted-proxies",
 }

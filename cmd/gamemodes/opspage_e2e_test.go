@@ -43,8 +43,9 @@ const (
 )
 
 // TestOpsPageInHeadlessChromium runs the binary (every role, embedded NATS,
-// no Postgres: the archiver only holds its consumer), posts events, opens
-// the operations page in headless Chromium and waits until the page shows
+// no Postgres: the archiver only holds its consumer), opens the operations
+// page in headless Chromium and checks it with no players (the charts' axes,
+// the archive said to be off), posts events and waits until the page shows
 // what was posted, the partition owners and the archive lag; it checks a
 // screenshot, then kills the process and waits for the page to say it is
 // disconnected. GAMEMODES_UPDATE_SCREENSHOT=1 also writes docs/ops-page.png.
@@ -55,6 +56,51 @@ func TestOpsPageInHeadlessChromium(t *testing.T) {
 	}
 	p := startProc(t, proctest.FreePort(t), proctest.FreePort(t), t.TempDir(), "--instance-id", "ops-e2e")
 	p.waitReady()
+
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chrome),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("force-color-profile", "srgb"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(shotWidth, shotHeight),
+	)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 150*time.Second)
+	defer cancelT()
+
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(shotWidth, shotHeight),
+		chromedp.Navigate(p.httpURL+"/#US"),
+	); err != nil {
+		t.Fatalf("open the page in %s: %v", chrome, err)
+	}
+	// Before any event: the page is live; with no players the charts' axes
+	// read 1 and 0 (whole numbers, none twice), and the archive, with no
+	// --postgres-url, says it is off.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('conn-state').textContent === 'live'
+		&& document.getElementById('total-players').textContent === '0'
+		&& document.querySelectorAll('#lag-chart rect.lagbar').length === 8`,
+		chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the page did not come up: %v\n%s", err, pageText(ctx))
+	}
+	for _, check := range []struct{ js, want string }{
+		{axisTicks("mode-chart"), "1, 0"},
+		{axisTicks("lag-chart"), "1, 0"},
+		{`document.getElementById('archive-note').textContent`, "archive off (no --postgres-url) · events wait in the stream"},
+		{`String(document.getElementById('archive-off').hidden)`, "false"},
+	} {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](check.js))
+		if err != nil || got != check.want {
+			t.Errorf("no players: %s = %q (%v), want %q", check.js, got, err, check.want)
+		}
+	}
 
 	// Players per region and mode: US mode m has 60/m players, EU and BR fewer.
 	tr := truth{}
@@ -107,30 +153,6 @@ func TestOpsPageInHeadlessChromium(t *testing.T) {
 		}
 	}
 
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chrome),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("force-color-profile", "srgb"),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(shotWidth, shotHeight),
-	)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelT()
-
-	if err := chromedp.Do(ctx,
-		chromedp.EmulateViewport(shotWidth, shotHeight),
-		chromedp.Navigate(p.httpURL+"/#US"),
-	); err != nil {
-		t.Fatalf("open the page in %s: %v", chrome, err)
-	}
 	// The page is live and shows every count, every partition owned by this
 	// process, and the archive lag: every accepted event waits for the archiver.
 	ready := fmt.Sprintf(`document.getElementById('conn-state').textContent === 'live'
@@ -153,6 +175,9 @@ func TestOpsPageInHeadlessChromium(t *testing.T) {
 		{`document.getElementById('workers-note').textContent`, "8 of 8 partitions owned"},
 		{`String(document.querySelectorAll('#lag-chart rect.lagbar').length)`, "8"},
 		{`String(document.getElementById('banner').hidden)`, "true"},
+		// US mode 1 has the most players, 60: the axis goes to 100 in whole steps.
+		{axisTicks("mode-chart"), "100, 75, 50, 25, 0"},
+		{`document.getElementById('archive-note').textContent`, "archive off (no --postgres-url) · events wait in the stream"},
 	} {
 		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](check.js))
 		if err != nil || got != check.want {
@@ -300,6 +325,12 @@ func checkScreenshot(t *testing.T, shot []byte, chart rect) {
 }
 
 func near(v, want uint32) bool { return v+12 >= want && v <= want+12 }
+
+// axisTicks is the JavaScript giving the y axis labels of the chart with
+// id, top to bottom, comma-separated.
+func axisTicks(id string) string {
+	return `[...document.querySelectorAll('#` + id + ` text.tick')].sort((a, b) => a.getAttribute('y') - b.getAttribute('y')).map((t) => t.textContent).join(', ')`
+}
 
 // pageText is the page's visible text, for failure messages.
 func pageText(ctx context.Context) string {

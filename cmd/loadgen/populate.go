@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -69,7 +70,7 @@ func populate(args []string, stdout, stderr io.Writer) int {
 		id := *prefix + "-e" + strconv.Itoa(i)
 		body := fmt.Sprintf(`{"event_id":%q,"user_id":%q,"event_type":"ENTER_GAME_MODE","event_payload":{"game_mode":%d,"region":%q}}`, id, user, mode, region)
 		for {
-			f, err := js.PublishAsync("gamemodes.events."+region+"."+domain.UserToken(user), []byte(body), jetstream.WithMsgID(id))
+			f, err := js.PublishAsync(topology.EventSubject(region, domain.UserToken(user)), []byte(body), jetstream.WithMsgID(id))
 			if err == nil {
 				futures = append(futures, f)
 				break

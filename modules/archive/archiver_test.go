@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamemodes/gamemodes/nats/natstest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/fx"
@@ -303,18 +304,6 @@ func newHarnessOn(t *testing.T, cfg Config, src *fakeSource, db *fakeDB) *harnes
 	return &harness{a: a, src: src, db: db, metrics: metrics, logs: logs}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func seqRange(from, to uint64) []uint64 {
 	var out []uint64
 	for s := from; s <= to; s++ {
@@ -327,13 +316,13 @@ func TestBatchesBySize(t *testing.T) {
 	h := newHarness(t, Config{BatchSize: 10, BatchWait: time.Hour})
 	h.src.push(1, 30)
 	h.a.Start()
-	waitFor(t, 5*time.Second, "3 batches", func() bool { return len(h.db.batches()) == 3 })
+	natstest.WaitFor(t, 5*time.Second, "3 batches", func() bool { return len(h.db.batches()) == 3 })
 	want := [][]uint64{seqRange(1, 10), seqRange(11, 20), seqRange(21, 30)}
 	if got := h.db.batches(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("batches %v, want %v", got, want)
 	}
 	// One acknowledgement per batch, of its last message, after its commit.
-	waitFor(t, 5*time.Second, "acks", func() bool { return len(h.src.ackList()) == 3 })
+	natstest.WaitFor(t, 5*time.Second, "acks", func() bool { return len(h.src.ackList()) == 3 })
 	if got := fmt.Sprint(h.src.ackList()); got != "[10 20 30]" {
 		t.Fatalf("acks %v", got)
 	}
@@ -355,13 +344,13 @@ func TestBatchesByTime(t *testing.T) {
 	h := newHarness(t, Config{BatchSize: 1000, BatchWait: 20 * time.Millisecond})
 	h.a.Start()
 	h.src.push(1, 3)
-	waitFor(t, 5*time.Second, "first batch", func() bool { return len(h.db.batches()) == 1 })
+	natstest.WaitFor(t, 5*time.Second, "first batch", func() bool { return len(h.db.batches()) == 1 })
 	h.src.push(4, 2)
-	waitFor(t, 5*time.Second, "second batch", func() bool { return len(h.db.batches()) == 2 })
+	natstest.WaitFor(t, 5*time.Second, "second batch", func() bool { return len(h.db.batches()) == 2 })
 	if got := fmt.Sprint(h.db.batches()); got != "[[1 2 3] [4 5]]" {
 		t.Fatalf("batches %s", got)
 	}
-	waitFor(t, 5*time.Second, "ack 5", func() bool { return h.src.ackFloor() == 5 })
+	natstest.WaitFor(t, 5*time.Second, "ack 5", func() bool { return h.src.ackFloor() == 5 })
 }
 
 func TestRejectedAreBatchedAndCounted(t *testing.T) {
@@ -370,7 +359,7 @@ func TestRejectedAreBatchedAndCounted(t *testing.T) {
 	h.src.add(msgFor(3, "US", "7", `{`))
 	h.src.add(msgFor(4, "EU", "7", `{"user_id":7,"event_type":"ENTER_GAME_MODE","event_payload":{"game_mode":1,"region":"US"}}`))
 	h.a.Start()
-	waitFor(t, 5*time.Second, "batch", func() bool { return h.src.ackFloor() == 4 })
+	natstest.WaitFor(t, 5*time.Second, "batch", func() bool { return h.src.ackFloor() == 4 })
 	if got := fmt.Sprint(h.db.batches()); got != "[[1 2 3 4]]" {
 		t.Fatalf("batches %s", got)
 	}
@@ -388,11 +377,11 @@ func TestResumesAfterCheckpointWhenStoreRecovers(t *testing.T) {
 	h := newHarness(t, Config{BatchSize: 5, BatchWait: time.Hour, RetryMin: time.Millisecond, RetryMax: 4 * time.Millisecond})
 	h.src.push(1, 5)
 	h.a.Start()
-	waitFor(t, 5*time.Second, "the first batch", func() bool { return h.src.ackFloor() == 5 })
+	natstest.WaitFor(t, 5*time.Second, "the first batch", func() bool { return h.src.ackFloor() == 5 })
 	h.db.failing.Store(true)
 	h.src.push(6, 5)
-	waitFor(t, 5*time.Second, "a failed write", func() bool { return h.db.attemptCount() >= 2 })
-	waitFor(t, 5*time.Second, "several claims refused", func() bool { return testutil.ToFloat64(h.metrics.Errors.WithLabelValues(opWrite)) >= 4 })
+	natstest.WaitFor(t, 5*time.Second, "a failed write", func() bool { return h.db.attemptCount() >= 2 })
+	natstest.WaitFor(t, 5*time.Second, "several claims refused", func() bool { return testutil.ToFloat64(h.metrics.Errors.WithLabelValues(opWrite)) >= 4 })
 	if err := h.a.Ready(); err == nil || !strings.Contains(err.Error(), "archive down") {
 		t.Fatalf("Ready while failing: %v", err)
 	}
@@ -407,7 +396,7 @@ func TestResumesAfterCheckpointWhenStoreRecovers(t *testing.T) {
 	}
 	h.src.push(11, 5) // waits in the stream meanwhile
 	h.db.failing.Store(false)
-	waitFor(t, 5*time.Second, "recovery", func() bool { return h.src.ackFloor() == 15 })
+	natstest.WaitFor(t, 5*time.Second, "recovery", func() bool { return h.src.ackFloor() == 15 })
 
 	if got := fmt.Sprint(h.db.batches()); got != "[[1 2 3 4 5] [6 7 8 9 10] [11 12 13 14 15]]" {
 		t.Fatalf("committed %s", got)
@@ -441,7 +430,7 @@ func TestResumesAfterStoredCheckpoint(t *testing.T) {
 	h := newHarnessOn(t, Config{BatchSize: 100, BatchWait: 5 * time.Millisecond}, src, db)
 	src.push(1, 10)
 	h.a.Start()
-	waitFor(t, 5*time.Second, "the rest", func() bool { return db.checkpoint().Seq == 10 })
+	natstest.WaitFor(t, 5*time.Second, "the rest", func() bool { return db.checkpoint().Seq == 10 })
 	h.db.exactlyOnce(t, 7, 10)
 }
 
@@ -451,7 +440,7 @@ func TestNoCheckpointStartsAfterAckFloor(t *testing.T) {
 	h := newHarnessOn(t, Config{BatchSize: 100, BatchWait: 5 * time.Millisecond}, src, newFakeDB(src))
 	src.push(1, 9)
 	h.a.Start()
-	waitFor(t, 5*time.Second, "the rest", func() bool { return h.db.checkpoint().Seq == 9 })
+	natstest.WaitFor(t, 5*time.Second, "the rest", func() bool { return h.db.checkpoint().Seq == 9 })
 	h.db.exactlyOnce(t, 5, 9)
 	if n := h.logs.count("archive has no checkpoint yet: resuming after the durable consumer's acknowledgements"); n != 1 {
 		t.Fatalf("upgrade logged %d times", n)
@@ -465,7 +454,7 @@ func TestStreamCreatedAgainStartsOver(t *testing.T) {
 	h := newHarnessOn(t, Config{BatchSize: 100, BatchWait: 5 * time.Millisecond}, src, db)
 	src.push(1, 8)
 	h.a.Start()
-	waitFor(t, 5*time.Second, "the new stream", func() bool { return db.checkpoint() == Checkpoint{Stream: "stream-1", Seq: 8} })
+	natstest.WaitFor(t, 5*time.Second, "the new stream", func() bool { return db.checkpoint() == Checkpoint{Stream: "stream-1", Seq: 8} })
 	h.db.exactlyOnce(t, 1, 8)
 }
 
@@ -479,10 +468,10 @@ func TestStandbyTakesOver(t *testing.T) {
 	first := newHarnessOn(t, cfg, src, db)
 	first.a.Start()
 	src.push(1, 7)
-	waitFor(t, 5*time.Second, "the first archiver", func() bool { return db.checkpoint().Seq == 7 })
+	natstest.WaitFor(t, 5*time.Second, "the first archiver", func() bool { return db.checkpoint().Seq == 7 })
 	second := newHarnessOn(t, cfg, src, db)
 	second.a.Start()
-	waitFor(t, 5*time.Second, "the standby", func() bool { return second.a.Status().Standby })
+	natstest.WaitFor(t, 5*time.Second, "the standby", func() bool { return second.a.Status().Standby })
 	if err := second.a.Ready(); err != nil {
 		t.Fatalf("a standby is ready: %v", err)
 	}
@@ -493,7 +482,7 @@ func TestStandbyTakesOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	src.push(8, 5)
-	waitFor(t, 5*time.Second, "the second archiver", func() bool { return db.checkpoint().Seq == 12 })
+	natstest.WaitFor(t, 5*time.Second, "the second archiver", func() bool { return db.checkpoint().Seq == 12 })
 	db.exactlyOnce(t, 1, 12)
 	if testutil.ToFloat64(second.metrics.Active) != 1 || testutil.ToFloat64(second.metrics.Rows) != 5 {
 		t.Fatalf("second: active %v rows %v", testutil.ToFloat64(second.metrics.Active), testutil.ToFloat64(second.metrics.Rows))
@@ -506,13 +495,13 @@ func TestCheckpointMovedEndsSession(t *testing.T) {
 	h := newHarness(t, Config{BatchSize: 2, BatchWait: time.Hour, RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond})
 	h.src.push(1, 2)
 	h.a.Start()
-	waitFor(t, 5*time.Second, "the first batch", func() bool { return h.db.checkpoint().Seq == 2 })
+	natstest.WaitFor(t, 5*time.Second, "the first batch", func() bool { return h.db.checkpoint().Seq == 2 })
 	h.db.mu.Lock()
 	h.db.cp.Seq = 3 // as if another archiver had written 3
 	h.db.rows[3] = 1
 	h.db.mu.Unlock()
 	h.src.push(3, 3)
-	waitFor(t, 5*time.Second, "the rest", func() bool { return h.db.checkpoint().Seq == 5 })
+	natstest.WaitFor(t, 5*time.Second, "the rest", func() bool { return h.db.checkpoint().Seq == 5 })
 	h.db.exactlyOnce(t, 1, 5)
 	if testutil.ToFloat64(h.metrics.Errors.WithLabelValues(opWrite)) != 1 {
 		t.Fatalf("write errors %v, want the one refused batch", testutil.ToFloat64(h.metrics.Errors.WithLabelValues(opWrite)))
@@ -523,7 +512,7 @@ func TestStopCommitsAndAcksBatchInHand(t *testing.T) {
 	h := newHarness(t, Config{BatchSize: 1000, BatchWait: time.Hour})
 	h.a.Start()
 	h.src.push(1, 7)
-	waitFor(t, 5*time.Second, "messages taken", func() bool { return h.src.pending() == 0 })
+	natstest.WaitFor(t, 5*time.Second, "messages taken", func() bool { return h.src.pending() == 0 })
 	if len(h.db.batches()) != 0 {
 		t.Fatal("batch written before its time")
 	}
@@ -549,7 +538,7 @@ func TestStopGivesUpWhenStoreStaysDown(t *testing.T) {
 	h.db.failing.Store(true)
 	h.src.push(1, 3)
 	h.a.Start()
-	waitFor(t, 5*time.Second, "a failed claim", func() bool { return testutil.ToFloat64(h.metrics.Errors.WithLabelValues(opWrite)) >= 1 })
+	natstest.WaitFor(t, 5*time.Second, "a failed claim", func() bool { return testutil.ToFloat64(h.metrics.Errors.WithLabelValues(opWrite)) >= 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_ = h.a.Stop(ctx)
@@ -562,12 +551,12 @@ func TestLag(t *testing.T) {
 	h := newHarness(t, Config{LagInterval: 5 * time.Millisecond})
 	h.src.lag.Store(42)
 	h.a.Start()
-	waitFor(t, 5*time.Second, "lag 42", func() bool { return h.a.Lag() == 42 })
+	natstest.WaitFor(t, 5*time.Second, "lag 42", func() bool { return h.a.Lag() == 42 })
 	if testutil.ToFloat64(h.metrics.Lag) != 42 {
 		t.Fatal("lag gauge")
 	}
 	h.src.lag.Store(0)
-	waitFor(t, 5*time.Second, "lag 0", func() bool { return h.a.Lag() == 0 })
+	natstest.WaitFor(t, 5*time.Second, "lag 0", func() bool { return h.a.Lag() == 0 })
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -592,7 +581,7 @@ func TestModuleLifecycle(t *testing.T) {
 	)
 	app.RequireStart()
 	src.push(1, 4)
-	waitFor(t, 5*time.Second, "messages taken", func() bool { return src.pending() == 0 })
+	natstest.WaitFor(t, 5*time.Second, "messages taken", func() bool { return src.pending() == 0 })
 	if err := a.Ready(); err != nil {
 		t.Fatalf("ready: %v", err)
 	}
@@ -613,7 +602,7 @@ func TestPrepareRetriedBeforeFirstBatch(t *testing.T) {
 		}})
 	h.src.push(1, 2)
 	h.a.Start()
-	waitFor(t, 5*time.Second, "the batch", func() bool { return h.src.ackFloor() == 2 })
+	natstest.WaitFor(t, 5*time.Second, "the batch", func() bool { return h.src.ackFloor() == 2 })
 	if calls.Load() != 4 || h.db.attemptCount() != 1 {
 		t.Fatalf("prepare calls %d, write attempts %d", calls.Load(), h.db.attemptCount())
 	}

@@ -1,7 +1,8 @@
 // Package archive copies every message of the events stream into the
 // Postgres archive exactly once: valid events into table event (keyed by
-// event_id, so a duplicate id is a no-op) and invalid messages into
-// rejected_event. It is pure of NATS and Postgres: the stream comes through
+// event_id: where one event_id was stored twice, the copy first in stream
+// order is the row kept, whatever order the copies are archived in) and
+// invalid messages into rejected_event. It is pure of NATS and Postgres: the stream comes through
 // a Source and the database through a Store, both adapters.
 //
 // Delivery: messages are written in batches (by count and time). Each

@@ -448,17 +448,6 @@ func (b *syncBuffer) count(msg string) int {
 	return strings.Count(b.buf.String(), `msg="`+msg+`"`)
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestArchivePostgresOutage(t *testing.T) {
 	e := newEnv(t)
 	proxy := pgtest.NewProxy(t, e.pgURL)
@@ -470,22 +459,36 @@ func TestArchivePostgresOutage(t *testing.T) {
 
 	proxy.Cut()
 	w.add(500) // ingestion goes on: the events wait in the stream
-	waitFor(t, 10*time.Second, "the archiver to notice", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "the archiver to notice", func() bool {
 		err := r.a.Ready()
 		return err != nil && strings.Contains(err.Error(), "archive down")
 	})
-	waitFor(t, 10*time.Second, "the lag to show the backlog", func() bool { return r.a.Lag() > 0 })
-	waitFor(t, 10*time.Second, "some retries", func() bool { return testutil.ToFloat64(r.metrics.Errors.WithLabelValues("write")) >= 3 })
+	natstest.WaitFor(t, 10*time.Second, "the lag to show the backlog", func() bool { return r.a.Lag() > 0 })
+	natstest.WaitFor(t, 10*time.Second, "some retries", func() bool { return testutil.ToFloat64(r.metrics.Errors.WithLabelValues("write")) >= 3 })
 	if testutil.ToFloat64(r.metrics.StoreUp) != 0 {
 		t.Fatal("store_up should be 0 while Postgres is away")
 	}
 	w.add(500)
-	// Stay down past the consumer's AckWait: the batch in hand is redelivered meanwhile.
-	time.Sleep(700 * time.Millisecond)
+	// Stay down until the messages the archiver had in hand are due again:
+	// it gave the feed up when the write failed (no pull waiting), with
+	// messages delivered and unacknowledged, the last delivered more than
+	// the consumer's AckWait ago. (No redelivery comes while it is down:
+	// nobody pulls; its next session positions the consumer at the
+	// checkpoint, and what the server still counts as in flight must not
+	// be archived twice.)
+	natstest.WaitFor(t, 10*time.Second, "the messages in hand to be past AckWait, unpulled", func() bool {
+		c, err := e.stream.Consumer(context.Background(), jsadapter.ArchiveConsumer)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumWaiting == 0 && info.NumAckPending > 0 &&
+			info.Delivered.Last != nil && time.Since(*info.Delivered.Last) > info.Config.AckWait
+	})
 	proxy.Restore()
 
 	w.waitArchived(30 * time.Second)
-	waitFor(t, 5*time.Second, "ready", func() bool { return r.a.Ready() == nil })
+	natstest.WaitFor(t, 5*time.Second, "ready", func() bool { return r.a.Ready() == nil })
 	if n := logs.count("archive down"); n != 1 {
 		t.Errorf(`"archive down" logged %d times, want 1`, n)
 	}
@@ -606,7 +609,7 @@ func TestTwoArchiversAtOnce(t *testing.T) {
 	w.add(1000)
 	w.waitArchived(30 * time.Second)
 	active := func(r *runner) bool { return testutil.ToFloat64(r.metrics.Active) == 1 }
-	waitFor(t, 5*time.Second, "one active archiver and one standby", func() bool {
+	natstest.WaitFor(t, 5*time.Second, "one active archiver and one standby", func() bool {
 		return active(rs[0]) != active(rs[1]) && (rs[0].a.Status().Standby || rs[1].a.Status().Standby)
 	})
 	on, off := rs[0], rs[1]

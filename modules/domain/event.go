@@ -471,14 +471,6 @@ func PartitionOf(token string, partitions int) int {
 	return int(h % uint32(partitions))
 }
 
-// EventSubjectPrefix starts every events subject: gamemodes.events.<REGION>.<user token>.
-const EventSubjectPrefix = "gamemodes.events."
-
-// EventSubjectOf is the subject an event is published to.
-func EventSubjectOf(e Event) string {
-	return EventSubjectPrefix + e.Region + "." + UserToken(e.UserID)
-}
-
 // Codes of stored messages that do not fit their subject (NATS-published events).
 const (
 	CodeInvalidSubject    = "invalid_subject"
@@ -493,7 +485,7 @@ const (
 // region "" means the subject was not a partitioned event subject.
 func (c *Catalog) DecodeStored(partition int, region string, partitions int, data []byte, stored time.Time) (Event, Slot, error) {
 	if partition < 0 || partition >= partitions || region == "" {
-		return Event{}, Slot{}, invalid(CodeInvalidSubject, "stored subject is not <partition>.gamemodes.events.<REGION> with partition < "+strconv.Itoa(partitions))
+		return Event{}, Slot{}, invalid(CodeInvalidSubject, "stored subject is not a partitioned event subject with partition < "+strconv.Itoa(partitions))
 	}
 	ev, err := c.DecodeEvent(data, stored)
 	if err != nil {

@@ -15,10 +15,11 @@ import (
 	"go.uber.org/fx"
 )
 
-// Publisher stores one event durably in the events stream under subject,
-// deduplicated by msgID, and reports where the stream stored it.
+// Publisher stores one event durably in the events stream, as reported for
+// region by the user of token (domain.UserToken), deduplicated by msgID, and
+// reports where the stream stored it. The adapter knows the subjects.
 type Publisher interface {
-	PublishEvent(ctx context.Context, subject, msgID string, payload []byte) (PublishAck, error)
+	PublishEvent(ctx context.Context, region, token, msgID string, payload []byte) (PublishAck, error)
 }
 
 // PublishAck is the events stream's acknowledgement of a stored event.
@@ -95,7 +96,7 @@ func (s *Service) Submit(ctx context.Context, body []byte) (Receipt, error) {
 	if ev.ID == "" {
 		ev.ID = nuid.Next()
 	}
-	ack, err := s.pub.PublishEvent(ctx, domain.EventSubjectOf(ev), ev.ID, ev.MarshalCanonical())
+	ack, err := s.pub.PublishEvent(ctx, ev.Region, ev.Token(), ev.ID, ev.MarshalCanonical())
 	if err != nil {
 		s.metrics.Rejected.WithLabelValues(SourceHTTP, "unavailable").Inc()
 		return Receipt{}, fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -4,48 +4,54 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
 )
 
+// TestWaitAppliedReturnsOnceTheShardAdvances: waiters for sequence 15 stay
+// waiting through every advance short of it, and of other partitions, and
+// all return at the advance to 15. synctest.Wait lets every waiter that an
+// advance released return before the test looks, so a waiter released
+// early is seen, every run.
 func TestWaitAppliedReturnsOnceTheShardAdvances(t *testing.T) {
-	v := NewView(domain.DefaultCatalog(), nil)
-	ctx := context.Background()
-	v.setApplied(2, 10)
-	for _, seq := range []uint64{1, 10} {
-		if err := v.WaitApplied(ctx, 2, seq); err != nil {
-			t.Fatalf("WaitApplied(2, %d) with applied 10: %v", seq, err)
-		}
-	}
-	const waiters = 50
-	type result struct {
-		err     error
-		applied uint64
-	}
-	results := make(chan result, waiters)
-	for range waiters {
-		go func() {
-			err := v.WaitApplied(ctx, 2, 15)
-			results <- result{err, v.Applied(2)}
-		}()
-	}
-	// Advances short of 15, and of other partitions, release no one.
-	v.setApplied(2, 12)
-	v.setApplied(3, 99)
-	v.setApplied(2, 14)
-	v.setApplied(2, 15)
-	deadline := time.After(5 * time.Second)
-	for range waiters {
-		select {
-		case r := <-results:
-			if r.err != nil || r.applied < 15 {
-				t.Fatalf("waiter returned %v with applied %d, want nil with applied >= 15", r.err, r.applied)
+	synctest.Test(t, func(t *testing.T) {
+		v := NewView(domain.DefaultCatalog(), nil)
+		ctx := context.Background()
+		v.setApplied(2, 10)
+		for _, seq := range []uint64{1, 10} {
+			if err := v.WaitApplied(ctx, 2, seq); err != nil {
+				t.Fatalf("WaitApplied(2, %d) with applied 10: %v", seq, err)
 			}
-		case <-deadline:
-			t.Fatal("waiters not released by the advance to 15")
 		}
-	}
+		const waiters = 50
+		results := make(chan error, waiters)
+		for range waiters {
+			go func() { results <- v.WaitApplied(ctx, 2, 15) }()
+		}
+		synctest.Wait()
+		for _, adv := range []struct {
+			partition int
+			seq       uint64
+		}{{2, 12}, {3, 99}, {2, 14}} {
+			v.setApplied(adv.partition, adv.seq)
+			synctest.Wait()
+			if n := len(results); n > 0 {
+				t.Fatalf("%d of %d waiters for 15 released by the advance of partition %d to %d", n, waiters, adv.partition, adv.seq)
+			}
+		}
+		v.setApplied(2, 15)
+		synctest.Wait()
+		if n := len(results); n != waiters {
+			t.Fatalf("%d of %d waiters released by the advance to 15", n, waiters)
+		}
+		for range waiters {
+			if err := <-results; err != nil {
+				t.Fatalf("waiter returned %v", err)
+			}
+		}
+	})
 }
 
 func TestWaitAppliedEndsWithItsContext(t *testing.T) {

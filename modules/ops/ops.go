@@ -58,6 +58,12 @@ type Config struct {
 	RateWindow time.Duration
 	// SampleEvery is how often the ingest counters are sampled (default 1s).
 	SampleEvery time.Duration
+	// ArchiveOff says why this process's archiver does not archive (for
+	// example "no --postgres-url"): the status then says archiving is off,
+	// so that the archive lag reads as events waiting in the stream. Empty
+	// when it archives, or when this process runs no archiver (whether
+	// another process archives is not known here).
+	ArchiveOff string
 }
 
 func (c Config) withDefaults() Config {
@@ -309,6 +315,9 @@ type ArchiveStatus struct {
 	// Error says why the consumer could not be read (for example no
 	// archiver ever started); empty when it was.
 	Error string `json:"error,omitempty"`
+	// Off says why archiving is off (Config.ArchiveOff): the events wait in
+	// the stream, Lag of them; empty otherwise.
+	Off string `json:"off,omitempty"`
 }
 
 // WorkersStatus lists the live workers.
@@ -394,6 +403,7 @@ func (s *Service) clusterStatus(ctx context.Context) Cluster {
 	defer cancel()
 	c = s.deps.Cluster.ClusterStatus(rctx)
 	c.ReadAt = s.now()
+	c.Archive.Off = s.cfg.ArchiveOff
 	fillLag(&c)
 	s.mu.Lock()
 	s.cluster, s.readAt = c, c.ReadAt

@@ -249,3 +249,17 @@ func TestRatesOverTheWindow(t *testing.T) {
 	f.svc.Stop()
 	f.svc.Stop()
 }
+
+// An archiver that does not archive (no database) makes the status say so,
+// with the lag read from the consumer as it is: the events waiting.
+func TestArchiveOffIsSaid(t *testing.T) {
+	f := newFixture(t, Cluster{Archive: ArchiveStatus{Consumer: "archiver", NumPending: 42, Lag: 42}})
+	if a := f.svc.Status(context.Background()).Cluster.Archive; a.Off != "" {
+		t.Fatalf("archive off %q without Config.ArchiveOff", a.Off)
+	}
+	f.svc.cfg.ArchiveOff = "no --postgres-url"
+	f.clock.add(time.Hour) // past the refresh interval: read again
+	if a := f.svc.Status(context.Background()).Cluster.Archive; a.Off != "no --postgres-url" || a.Lag != 42 {
+		t.Fatalf("archive %+v, want off (no --postgres-url) with lag 42", a)
+	}
+}

@@ -419,7 +419,7 @@ func testPermissions(t *testing.T, ns *testServer) {
 	t.Run("edge", func(t *testing.T) {
 		edge := connect(t, ns, "edge")
 		ctx := ctxT(t)
-		ack, err := jsadapter.NewEventPublisher(edge.js).PublishEvent(ctx, topology.EventSubject("EU", token), "edge-1", eventPayload(token, "EU"))
+		ack, err := jsadapter.NewEventPublisher(edge.js).PublishEvent(ctx, "EU", token, "edge-1", eventPayload(token, "EU"))
 		if err != nil || ack.Duplicate || ack.Sequence == 0 {
 			t.Fatalf("publish event as edge: ack %+v err %v", ack, err)
 		}

@@ -37,17 +37,6 @@ func remoteNames(t *testing.T, c *Cluster, i int) []string {
 	return names
 }
 
-func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // Every route and client connection of a linked cluster crosses a link:
 // no route connects to a node's real route port (which a node learning of
 // another through gossip would dial), clients learn only the links'
@@ -61,7 +50,7 @@ func TestLinkedClusterConnectionsCrossTheLinks(t *testing.T) {
 	}
 	all := []string{"node-1", "node-2", "node-3"}
 	for i := range 3 {
-		waitUntil(t, 20*time.Second, fmt.Sprintf("node %d routed to both others", i+1), func() bool {
+		WaitFor(t, 20*time.Second, fmt.Sprintf("node %d routed to both others", i+1), func() bool {
 			return slices.Equal(remoteNames(t, c, i), slices.DeleteFunc(slices.Clone(all), func(n string) bool { return n == all[i] }))
 		})
 	}
@@ -131,8 +120,8 @@ func TestLinkedClusterConnectionsCrossTheLinks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, 20*time.Second, "node 1 without routes", func() bool { return len(routes(t, c, 0)) == 0 })
-	waitUntil(t, 20*time.Second, "nodes 2 and 3 routed only to each other", func() bool {
+	WaitFor(t, 20*time.Second, "node 1 without routes", func() bool { return len(routes(t, c, 0)) == 0 })
+	WaitFor(t, 20*time.Second, "nodes 2 and 3 routed only to each other", func() bool {
 		return slices.Equal(remoteNames(t, c, 1), []string{"node-3"}) && slices.Equal(remoteNames(t, c, 2), []string{"node-2"})
 	})
 	for _, l := range c.RouteLinks(0) {
@@ -140,7 +129,7 @@ func TestLinkedClusterConnectionsCrossTheLinks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, 30*time.Second, "node 1 routed again", func() bool {
+	WaitFor(t, 30*time.Second, "node 1 routed again", func() bool {
 		return slices.Equal(remoteNames(t, c, 0), []string{"node-2", "node-3"})
 	})
 	c.WaitJetStreamReady()

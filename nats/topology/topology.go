@@ -1,6 +1,8 @@
-// Package topology is the NATS JetStream layout of gamemodes as code: the
-// events stream, the players and count-shard buckets, their subjects and
-// keys, and an idempotent Ensure that creates or updates them at start.
+// Package topology is the NATS layout of gamemodes as code and the one owner
+// of the wire contract: the events stream, the players, count-shard, workers
+// and leases buckets and their streams, every subject, key and gamemodes
+// header, and an idempotent Ensure that creates or updates them at start. It
+// imports only nats.go, so the public client package uses its names too.
 package topology
 
 import (
@@ -24,7 +26,9 @@ const (
 	// LeasesBucket holds one key per owned partition: the owner's lease.
 	LeasesBucket = "gamemodes_leases"
 	// PlayersStream is the stream behind the players bucket (expiry markers are read from it).
-	PlayersStream = "KV_" + PlayersBucket
+	PlayersStream = kvStreamPrefix + PlayersBucket
+	// kvStreamPrefix starts the name of the stream behind a KV bucket.
+	kvStreamPrefix = "KV_"
 
 	// EventsSubjectPrefix starts every subject reporters publish to: gamemodes.events.<REGION>.<user token>.
 	EventsSubjectPrefix = "gamemodes.events"
@@ -34,6 +38,20 @@ const (
 	// PopularSubjectPrefix starts the core NATS subjects on which the lobby
 	// list of a region is published: gamemodes.popular.<REGION>.
 	PopularSubjectPrefix = "gamemodes.popular"
+	// HeaderPopularVersion is the header of a lobby list message carrying
+	// its version (decimal): it increases with every change of the region's
+	// list and is the counts-bucket revision as of which the list is exact,
+	// so it is comparable across publishers. A subscriber drops a message
+	// whose version is not above the last one it kept.
+	HeaderPopularVersion = "Gamemodes-Version"
+	// HeaderPopularPublisher names the edge that published a lobby list.
+	HeaderPopularPublisher = "Gamemodes-Publisher"
+	// HeaderSource marks events stored by an edge (value SourceHTTP); events
+	// published directly by game servers do not carry it.
+	HeaderSource = "Gamemodes-Source"
+	// SourceHTTP is HeaderSource's value on events an edge stored.
+	SourceHTTP = "http"
+
 	// PopularPublisherKey is the key, in the leases bucket, of the lease of
 	// the one edge that publishes the lobby lists on NATS.
 	PopularPublisherKey = "popular_publisher"
@@ -114,7 +132,11 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// EventSubject is the subject a reporter publishes an event to.
+// BucketStream is the name of the stream behind a KV bucket.
+func BucketStream(bucket string) string { return kvStreamPrefix + bucket }
+
+// EventSubject is the subject a reporter publishes an event to:
+// gamemodes.events.<REGION>.<user token> (domain.UserToken of the user id).
 func EventSubject(region, token string) string {
 	return EventsSubjectPrefix + "." + region + "." + token
 }
@@ -292,7 +314,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (Topology, er
 // put back at once.
 func ensureBucket(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValueConfig) error {
 	atomic := kv.Bucket == PlayersBucket
-	s, err := js.Stream(ctx, "KV_"+kv.Bucket)
+	s, err := js.Stream(ctx, BucketStream(kv.Bucket))
 	switch {
 	case err == nil:
 		kv.Replicas = s.CachedInfo().Config.Replicas
@@ -304,7 +326,7 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", kv.Bucket, err)
 		}
-		if s, err = js.Stream(ctx, "KV_"+kv.Bucket); err != nil {
+		if s, err = js.Stream(ctx, BucketStream(kv.Bucket)); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", kv.Bucket, err)
 		}
 	default:
@@ -380,7 +402,7 @@ func Load(ctx context.Context, js jetstream.JetStream) (Topology, error) {
 	if err != nil {
 		return Topology{}, fmt.Errorf("players bucket: %w", err)
 	}
-	ls, err := js.Stream(ctx, "KV_"+LeasesBucket)
+	ls, err := js.Stream(ctx, BucketStream(LeasesBucket))
 	if err != nil {
 		return Topology{}, fmt.Errorf("leases bucket: %w", err)
 	}

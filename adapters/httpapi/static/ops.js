@@ -73,6 +73,15 @@
     return 10 * p;
   }
 
+  // intSteps is how many grid steps a chart of whole numbers up to top
+  // (niceMax: 1, 2 or 5 times a power of ten) gets: the first of prefer
+  // that divides top, so that every tick is a whole number and none
+  // repeats (top 1 gets 0 and 1, not 0, 0.25, ... rounded to 0, 0, 1, 1, 1).
+  function intSteps(top, prefer) {
+    for (const s of prefer) if (top % s === 0) return s;
+    return 1;
+  }
+
   // ----- connection state -----
 
   function setConn(state, detail) {
@@ -171,7 +180,7 @@
     for (let k = 0; k <= steps; k++) {
       const v = top * k / steps;
       chart.appendChild(svg('line', { class: 'grid', x1: box.L, x2: box.W - box.R, y1: y(v), y2: y(v) }));
-      chart.appendChild(svg('text', { x: box.L - 6, y: y(v) + 4, 'text-anchor': 'end' }, label(v)));
+      chart.appendChild(svg('text', { class: 'tick', x: box.L - 6, y: y(v) + 4, 'text-anchor': 'end' }, label(v)));
     }
     chart.appendChild(svg('line', { class: 'axis', x1: box.L, x2: box.W - box.R, y1: y(0), y2: y(0) }));
     return y;
@@ -195,7 +204,8 @@
     const chart = $('mode-chart');
     const box = { W: 800, H: 260, L: 56, R: 12, T: 22, B: 30 };
     const values = c.game_modes.map((_, i) => (c.player_counts[c.regions.indexOf(region)] || [])[i] || 0);
-    const y = axes(chart, box, niceMax(Math.max(0, ...values)), 4, (v) => num.format(Math.round(v)));
+    const top = niceMax(Math.max(0, ...values));
+    const y = axes(chart, box, top, intSteps(top, [4, 5, 2]), (v) => num.format(v));
     bars(chart, box, y, values, 'bar', 'data-mode', c.game_modes,
       (i, v) => region + ' mode ' + c.game_modes[i] + ': ' + num.format(v) + ' players',
       (i, cx, top) => {
@@ -281,7 +291,12 @@
 
   function renderArchive(a, s) {
     setText('archive-lag', a.error ? 'n/a' : num.format(a.lag));
-    setText('archive-note', a.error ? 'unavailable' : num.format(a.num_pending) + ' pending · ' + num.format(a.num_ack_pending) + ' in flight');
+    // Archiving off: the lag is the events waiting in the stream, not a backlog being worked off.
+    const off = a.off ? 'archive off (' + a.off + ')' : '';
+    setText('archive-note', a.error ? (off || 'unavailable') : off ? off + ' · events wait in the stream' : num.format(a.num_pending) + ' pending · ' + num.format(a.num_ack_pending) + ' in flight');
+    const offNote = $('archive-off');
+    offNote.hidden = !off;
+    offNote.textContent = off ? 'Archive off: this process runs the archiver with ' + a.off + ', so nothing is written to Postgres; the events wait in the stream (kept for --events-max-age) for an archiver with a database.' : '';
     setText('archive-pending', a.error ? '–' : num.format(a.num_pending));
     setText('archive-ackpending', a.error ? '–' : num.format(a.num_ack_pending));
     setText('archive-floor', a.error ? '–' : num.format(a.ack_floor_seq));
@@ -343,7 +358,8 @@
     const chart = $('lag-chart');
     const box = { W: 800, H: 160, L: 56, R: 8, T: 18, B: 22 };
     const lags = ps.items.map((p) => p.lag);
-    const y = axes(chart, box, niceMax(Math.max(1, ...lags)), 2, (v) => num.format(Math.round(v)));
+    const top = niceMax(Math.max(1, ...lags));
+    const y = axes(chart, box, top, intSteps(top, [2]), (v) => num.format(v));
     const every = Math.ceil(ps.items.length / 32);
     bars(chart, box, y, lags, 'lagbar', 'data-partition', ps.items.map((p) => p.partition),
       (i, v) => 'p' + ps.items[i].partition + ': lag ' + num.format(v),

@@ -1,4 +1,4 @@
-package main
+package bootstrap_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamemodes/gamemodes/nats/bootstrap"
 	"github.com/gamemodes/gamemodes/nats/natstest"
 	"github.com/gamemodes/gamemodes/nats/topology"
 	"github.com/nats-io/nats-server/v2/server"
@@ -59,15 +60,13 @@ func serverWithoutJetStream(t *testing.T) (*server.Server, jetstream.JetStream) 
 // after a pause, until it does, instead of the process giving up at the
 // first attempt; a server that never answers is given up after the wait.
 func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
-	attempt, wait, pause, sleep := ensureAttempt, ensureWait, ensurePause, ensureSleep
-	t.Cleanup(func() { ensureAttempt, ensureWait, ensurePause, ensureSleep = attempt, wait, pause, sleep })
-	ensureAttempt, ensureWait = 200*time.Millisecond, time.Minute
+	retry := bootstrap.Retry{Attempt: 200 * time.Millisecond, Wait: time.Minute, Pause: time.Second, PauseMax: 15 * time.Second}
 
 	// The pause after a failed attempt tells the test and waits for it, so
 	// JetStream is enabled between two attempts, never during one (a stream
 	// created while nats-server enables JetStream fails with a store error).
 	paused, resume := make(chan time.Duration), make(chan struct{})
-	ensureSleep = func(d time.Duration) {
+	retry.Sleep = func(d time.Duration) {
 		paused <- d
 		<-resume
 	}
@@ -80,7 +79,7 @@ func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
 	var topo topology.Topology
 	go func() {
 		var err error
-		topo, err = ensureTopology(js, topology.Config{Partitions: 4}, log)
+		topo, err = bootstrap.EnsureTopology(js, topology.Config{Partitions: 4}, retry, log)
 		done <- err
 	}()
 	var d time.Duration
@@ -91,8 +90,8 @@ func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no failed attempt")
 	}
-	if d <= 0 || d > ensurePause {
-		t.Fatalf("pause after a failed attempt %v, want within (0, %v]", d, ensurePause)
+	if d <= 0 || d > retry.Pause {
+		t.Fatalf("pause after a failed attempt %v, want within (0, %v]", d, retry.Pause)
 	}
 	if n := logs.count(); n != 1 {
 		t.Fatalf("%d warnings after the first failed attempt, want 1", n)
@@ -108,12 +107,12 @@ func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
 		t.Fatalf("topology %+v", topo)
 	}
 
-	// A server that never answers is given up after ensureWait, asked at
-	// most once per ensurePause meanwhile.
-	ensureWait, ensurePause, ensureSleep = 500*time.Millisecond, 100*time.Millisecond, time.Sleep
+	// A server that never answers is given up after Wait, asked at most
+	// once per Pause meanwhile.
+	retry.Wait, retry.Pause, retry.Sleep = 500*time.Millisecond, 100*time.Millisecond, nil
 	_, qjs := serverWithoutJetStream(t)
 	quiet := &warnLog{}
-	if _, err := ensureTopology(qjs, topology.Config{Partitions: 4}, slog.New(slog.NewTextHandler(quiet, nil))); err == nil || !strings.Contains(err.Error(), "did not answer") {
+	if _, err := bootstrap.EnsureTopology(qjs, topology.Config{Partitions: 4}, retry, slog.New(slog.NewTextHandler(quiet, nil))); err == nil || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("ensure against a server without JetStream: %v, want gave up", err)
 	}
 	if n := quiet.count(); n < 1 || n > 7 {
@@ -125,23 +124,22 @@ func TestEnsureTopologyAsksAgainUntilJetStreamAnswers(t *testing.T) {
 // refuses, and will refuse again (three replicas on a server that is not
 // in a cluster), ends the wait at once with the server's answer.
 func TestEnsureTopologyGivesUpAtOnceOnARefusal(t *testing.T) {
-	sleep := ensureSleep
-	t.Cleanup(func() { ensureSleep = sleep })
-	ensureSleep = func(time.Duration) { t.Error("a refused configuration was asked again") }
+	retry := bootstrap.DefaultRetry
+	retry.Sleep = func(time.Duration) { t.Error("a refused configuration was asked again") }
 	single := natstest.RunServer(t)
 	_, js := natstest.Connect(t, single.ClientURL())
-	_, err := ensureTopology(js, topology.Config{Partitions: 4, Replicas: 3, PlayerTTL: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, err := bootstrap.EnsureTopology(js, topology.Config{Partitions: 4, Replicas: 3, PlayerTTL: time.Hour}, retry, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var api *jetstream.APIError
 	if !errors.As(err, &api) || api.ErrorCode != 10074 {
 		t.Fatalf("three replicas on a single server: %v, want the server's refusal (10074) at once", err)
 	}
 }
 
-// TestJetStreamNotReady: the answers of a JetStream that is starting or
+// TestNotReady: the answers of a JetStream that is starting or
 // forming its cluster are waited out; refusals that will not go away are not.
 // The API errors are the ones nats-server sends (codes from its errors.json;
 // the placement one as seen while a test cluster was forming).
-func TestJetStreamNotReady(t *testing.T) {
+func TestNotReady(t *testing.T) {
 	apiErr := func(code int, errCode jetstream.ErrorCode, desc string) error {
 		return fmt.Errorf("create events stream: %w", &jetstream.APIError{Code: code, ErrorCode: errCode, Description: desc})
 	}
@@ -157,13 +155,14 @@ func TestJetStreamNotReady(t *testing.T) {
 		{"placement while the cluster forms", apiErr(400, 10005, "no suitable peers for placement, peer offline"), true},
 		{"temporarily unavailable", apiErr(503, 10008, "JetStream system temporarily unavailable"), true},
 		{"no meta leader", apiErr(500, 10009, "JetStream cluster can not handle request"), true},
+		{"incomplete results", apiErr(500, 10004, "incomplete results"), true},
 		{"replicas on a single server", apiErr(500, 10074, "replicas > 1 not supported in non-clustered mode"), false},
 		{"insufficient resources", apiErr(503, 10023, "insufficient resources"), false},
 		{"stream differs", apiErr(400, 10058, "stream name already in use with a different configuration"), false},
 		{"not enabled for the account", jetstream.ErrJetStreamNotEnabledForAccount, false},
 		{"permission", errors.New("nats: permissions violation for publish to \"$JS.API.STREAM.CREATE.GAMEMODES_EVENTS\""), false},
 	} {
-		if got := jetStreamNotReady(tc.err); got != tc.want {
+		if got := bootstrap.NotReady(tc.err); got != tc.want {
 			t.Errorf("%s (%v): not ready %v, want %v", tc.name, tc.err, got, tc.want)
 		}
 	}
