@@ -13,7 +13,6 @@ import (
 	"github.com/gamemodes/gamemodes/adapters/postgres"
 	"github.com/gamemodes/gamemodes/cmd/gamemodes/config"
 	"github.com/gamemodes/gamemodes/modules/archive"
-	"github.com/gamemodes/gamemodes/modules/domain"
 	"github.com/gamemodes/gamemodes/modules/ingest"
 	"github.com/gamemodes/gamemodes/modules/lease"
 	"github.com/gamemodes/gamemodes/modules/livelist"
