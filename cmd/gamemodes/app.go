@@ -116,24 +116,45 @@ const ensurePauseMax = 15 * time.Second
 // ensureTopology creates or checks the stream and buckets, asking again
 // while JetStream does not answer in time or cannot place them yet.
 func ensureTopology(js jetstream.JetStream, c topology.Config, log *slog.Logger) (topology.Topology, error) {
+	topo, err := untilJetStream(log, "the topology requests", ensureAttempt, func(ctx context.Context) (topology.Topology, error) {
+		return topology.Ensure(ctx, js, c)
+	})
+	if err != nil && jetStreamNotReady(err) {
+		return topo, fmt.Errorf("NATS JetStream did not answer the topology requests, or could not place them, for %v: %w", ensureWait, err)
+	}
+	return topo, err
+}
+
+// startAttempt bounds each attempt of a role's start request (a stream or
+// bucket lookup, a consumer's creation).
+var startAttempt = 10 * time.Second
+
+// untilJetStream runs request, a start request of the process, asking
+// again while JetStream does not answer in time or cannot serve it yet (see
+// jetStreamNotReady): a node of the cluster down, a stream or bucket whose
+// leader is being elected, a cluster still forming. Each attempt may take
+// attempt; attempts start ensurePause apart, doubling up to 15 s, each
+// failure is logged, and the wait ends after ensureWait with the last error.
+// An error that will not go away returns at once.
+func untilJetStream[T any](log *slog.Logger, what string, attempt time.Duration, request func(context.Context) (T, error)) (T, error) {
+	return untilJetStreamCtx(context.Background(), log, what, attempt, request)
+}
+
+// untilJetStreamCtx is untilJetStream ending early when parent ends (a
+// start hook's context).
+func untilJetStreamCtx[T any](parent context.Context, log *slog.Logger, what string, attempt time.Duration, request func(context.Context) (T, error)) (T, error) {
 	deadline := time.Now().Add(ensureWait)
 	pause := ensurePause
-	for attempt := 1; ; attempt++ {
+	for try := 1; ; try++ {
 		began := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), ensureAttempt)
-		topo, err := topology.Ensure(ctx, js, c)
+		ctx, cancel := context.WithTimeout(parent, attempt)
+		v, err := request(ctx)
 		cancel()
-		if err == nil {
-			return topo, nil
+		if err == nil || !jetStreamNotReady(err) || time.Now().After(deadline) || parent.Err() != nil {
+			return v, err
 		}
-		if !jetStreamNotReady(err) {
-			return topology.Topology{}, err
-		}
-		if time.Now().After(deadline) {
-			return topology.Topology{}, fmt.Errorf("NATS JetStream did not answer the topology requests, or could not place them, for %v: %w", ensureWait, err)
-		}
-		log.Warn("NATS JetStream is not ready for the topology requests (no responders, timed out, or the cluster cannot place the replicas yet); asking again (after an outage longer than the player TTL the server expires every player at start, which takes minutes with millions of players)",
-			"attempt", attempt, "err", err)
+		log.Warn("NATS JetStream is not ready for "+what+" (no responders, timed out, or the cluster cannot place the replicas yet); asking again (after an outage longer than the player TTL the server expires every player at start, which takes minutes with millions of players)",
+			"attempt", try, "err", err)
 		if rest := pause - time.Since(began); rest > 0 {
 			ensureSleep(rest)
 		}
@@ -264,10 +285,10 @@ func appOptions(cfg config.Config, log *slog.Logger) fx.Option {
 var workerModule = fx.Module("worker",
 	fx.Provide(
 		partition.NewMetrics,
-		func(lc fx.Lifecycle, n *NATS) (*jsadapter.PartitionStore, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			s, err := jsadapter.NewPartitionStore(ctx, n.JS)
+		func(lc fx.Lifecycle, n *NATS, log *slog.Logger) (*jsadapter.PartitionStore, error) {
+			s, err := untilJetStream(log, "the worker's partition store", startAttempt, func(ctx context.Context) (*jsadapter.PartitionStore, error) {
+				return jsadapter.NewPartitionStore(ctx, n.JS)
+			})
 			if err != nil {
 				return nil, err
 			}
@@ -281,9 +302,9 @@ var workerModule = fx.Module("worker",
 			OwnerID: cfg.InstanceID, Partitions: n.Topology.Partitions, PlayerTTL: n.Topology.PlayerTTL,
 			Writes: store.PlayerWriteLimits(), FlushInterval: cfg.FlushEvery,
 		}, catalog, store, jsadapter.NewSharedPartitionFeed(n.JS, n.Topology.Partitions), m, log)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		coord, err := jsadapter.NewCoordinator(ctx, n.JS, log)
+		coord, err := untilJetStream(log, "the worker's coordinator", startAttempt, func(ctx context.Context) (*jsadapter.Coordinator, error) {
+			return jsadapter.NewCoordinator(ctx, n.JS, log)
+		})
 		if err != nil {
 			return err
 		}
@@ -320,12 +341,28 @@ var edgeModule = fx.Module("edge",
 	fx.Invoke(func(lc fx.Lifecycle, n *NATS, v *lobby.View, log *slog.Logger) {
 		v.SetPartitions(n.Topology.Partitions)
 		w := jsadapter.NewShardWatcher(n.JS, v.Catalog(), v, log.With("component", "lobby"))
-		lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
+		lc.Append(fx.Hook{
+			OnStart: func(ctx context.Context) error {
+				_, err := untilJetStreamCtx(ctx, log, "the lobby view's watch", startAttempt, func(ctx context.Context) (struct{}, error) {
+					return struct{}{}, w.Start(ctx)
+				})
+				return err
+			},
+			OnStop: func(context.Context) error { w.Stop(); return nil },
+		})
 	}),
 	fx.Invoke(func(lc fx.Lifecycle, cfg config.Config, n *NATS, b *lobby.Broadcaster, reg prometheus.Registerer, log *slog.Logger) {
 		p := jsadapter.NewPopularPublisher(n.JS, b, jsadapter.PopularPublisherConfig{Member: cfg.InstanceID, LeaseTTL: n.Topology.LeaseTTL, Refresh: jsadapter.DefaultPopularRefresh},
 			log.With("component", "popular"), reg)
-		lc.Append(fx.Hook{OnStart: p.Start, OnStop: p.Stop})
+		lc.Append(fx.Hook{
+			OnStart: func(ctx context.Context) error {
+				_, err := untilJetStreamCtx(ctx, log, "the lobby list publisher", startAttempt, func(ctx context.Context) (struct{}, error) {
+					return struct{}{}, p.Start(ctx)
+				})
+				return err
+			},
+			OnStop: p.Stop,
+		})
 	}),
 )
 
@@ -345,10 +382,10 @@ var opsModule = fx.Module("ops",
 // archiverModule archives every event in Postgres. Without --postgres-url it
 // only creates the durable consumer, which keeps the backlog for later.
 func archiverModule(cfg config.Config) fx.Option {
-	feed := fx.Provide(func(lc fx.Lifecycle, n *NATS) (*jsadapter.ArchiveFeed, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		f, err := jsadapter.NewArchiveFeed(ctx, n.JS, jsadapter.ArchiveFeedConfig{})
+	feed := fx.Provide(func(lc fx.Lifecycle, n *NATS, log *slog.Logger) (*jsadapter.ArchiveFeed, error) {
+		f, err := untilJetStream(log, "the archiver's feed", startAttempt, func(ctx context.Context) (*jsadapter.ArchiveFeed, error) {
+			return jsadapter.NewArchiveFeed(ctx, n.JS, jsadapter.ArchiveFeedConfig{})
+		})
 		if err != nil {
 			return nil, err
 		}
