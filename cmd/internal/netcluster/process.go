@@ -19,6 +19,7 @@ type Process struct {
 	bin  string
 	args []string
 	log  string
+	cred *syscall.Credential // the user to run as; nil: this process's
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -58,6 +59,7 @@ func (p *Process) Start() error {
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr.Credential = p.cred
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return fmt.Errorf("%s: start %s: %w", p.name, p.bin, err)

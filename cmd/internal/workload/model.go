@@ -112,9 +112,23 @@ type Population struct {
 	// lastAck is each player's last acknowledged event in unix nanoseconds;
 	// nil unless expiry is modelled (--player-ttl).
 	lastAck []int64
+	// With expiry-aware planning (SetExpiryAware): the service's TTL, how
+	// early before it a player may already be gone, and how late after it
+	// a player is surely gone.
+	expTTL, expGuard, expSlack time.Duration
 
 	mu   sync.Mutex
 	alts map[int]State
+}
+
+// SetExpiryAware makes Plan account for the service's expiry of silent
+// players (ttl, the service's --player-ttl; needs trackAcks): a player
+// silent for ttl+slack is surely gone and planned as absent; one silent for
+// more than ttl-guard may be gone or not, and is given no stale LEAVE (the
+// only event whose outcome differs between the two: every other event
+// leaves the player in the same state either way).
+func (p *Population) SetExpiryAware(ttl, guard, slack time.Duration) {
+	p.expTTL, p.expGuard, p.expSlack = ttl, guard, slack
 }
 
 // NewPopulation creates n absent players with skewed home regions. With
@@ -155,6 +169,15 @@ func (p *Population) allowed(s domain.Slot) bool { return !p.hasProbe || s != p.
 func (p *Population) Plan(rng *rand.Rand, i int) (Planned, bool) {
 	pl := &p.players[i]
 	u := rng.Float64()
+	maybeExpired := false
+	if p.expTTL > 0 && p.lastAck != nil && pl.state.Present {
+		switch age := time.Since(time.Unix(0, p.lastAck[i])); {
+		case age >= p.expTTL+p.expSlack:
+			pl.state = State{} // surely expired
+		case age >= p.expTTL-p.expGuard:
+			maybeExpired = true
+		}
+	}
 	if !pl.state.Present {
 		if u < p.mix.StaleLeave {
 			if s, ok := p.pickSlot(rng, int(pl.home), domain.Slot{}, false); ok {
@@ -178,6 +201,9 @@ func (p *Population) Plan(rng *rand.Rand, i int) (Planned, bool) {
 	case u < m.Drop+m.Leave:
 		return leave(cur)
 	case u < m.Drop+m.Leave+m.StaleLeave:
+		if maybeExpired {
+			return Planned{Player: i, Type: domain.EventHeartbeat, Slot: cur}, true
+		}
 		if s, ok := p.pickSlot(rng, int(cur.Region), cur, true); ok {
 			return leave(s)
 		}
@@ -387,3 +413,75 @@ func (p *Population) Probe() (domain.Slot, bool) { return p.probe, p.hasProbe }
 
 // Len is the number of players.
 func (p *Population) Len() int { return len(p.players) }
+
+// Keep returns the event that keeps player i counted where the ground truth
+// has them, and makes an uncertain player certain: a HEARTBEAT of their
+// slot (for an uncertain one, of the slot the unacknowledged event would
+// have put them in, or else of their last one, or an ENTER at home when
+// they counted nowhere either way), whose outcome is the same whatever the
+// service holds. False for a dropped player and one counted nowhere. Send it
+// and pass it to Resolve once acknowledged.
+func (p *Population) Keep(rng *rand.Rand, i int) (Planned, bool) {
+	pl := &p.players[i]
+	if pl.flags&flagDropped != 0 {
+		return Planned{}, false
+	}
+	if pl.flags&flagUncertain != 0 {
+		p.mu.Lock()
+		alt := p.alts[i]
+		p.mu.Unlock()
+		switch {
+		case alt.Present:
+			return Planned{Player: i, Type: domain.EventHeartbeat, Slot: alt.Slot}, true
+		case pl.state.Present:
+			return Planned{Player: i, Type: domain.EventHeartbeat, Slot: pl.state.Slot}, true
+		}
+		return Planned{Player: i, Type: domain.EventEnter, Slot: p.enterSlot(rng, int(pl.home))}, true
+	}
+	if !pl.state.Present {
+		return Planned{}, false
+	}
+	return Planned{Player: i, Type: domain.EventHeartbeat, Slot: pl.state.Slot}, true
+}
+
+// Resolve applies an acknowledged event from Keep: the player is certain
+// (and usable) again.
+func (p *Population) Resolve(e Planned, at time.Time) {
+	p.Ack(e, at)
+	pl := &p.players[e.Player]
+	if pl.flags&flagUncertain != 0 {
+		pl.flags &^= flagUncertain
+		p.mu.Lock()
+		delete(p.alts, e.Player)
+		p.mu.Unlock()
+	}
+}
+
+// LastAck is when player i's last event was acknowledged (zero when none
+// was, or acknowledgements are not tracked).
+func (p *Population) LastAck(i int) time.Time {
+	if p.lastAck == nil || p.lastAck[i] == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, p.lastAck[i])
+}
+
+// Expect is where the ground truth counts player i at now, given the
+// service's ttl and slack (see Truth): certain is false while the player
+// may be in either of two states (near their expiry, or uncertain).
+func (p *Population) Expect(i int, now time.Time, ttl, slack time.Duration) (st State, certain bool) {
+	pl := &p.players[i]
+	if pl.flags&flagUncertain != 0 {
+		return pl.state, false
+	}
+	if !pl.state.Present || ttl <= 0 {
+		return pl.state, true
+	}
+	switch age := now.Sub(p.LastAck(i)); {
+	case age >= ttl+slack:
+		return State{}, true
+	case age >= ttl:
+		return pl.state, false
+	}
+	return pl.state, true
+}
