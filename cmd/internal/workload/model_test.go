@@ -284,3 +284,69 @@ func TestParseLobbyChecksTheContract(t *testing.T) {
 		}
 	}
 }
+
+// With expiry-aware planning a player silent near the TTL gets no stale
+// LEAVE (its outcome depends on whether the service expired them), and one
+// silent past the TTL and the slack is planned as absent.
+func TestExpiryAwarePlanning(t *testing.T) {
+	cat := testCatalog(t)
+	ttl, guard, slack := 20*time.Second, 3*time.Second, 30*time.Second
+	pop := NewPopulation(cat, 1, 0, 0, Mix{StaleLeave: 1}, 1, "p-", true, false)
+	pop.SetExpiryAware(ttl, guard, slack)
+	rng := rand.New(rand.NewPCG(1, 1))
+	pop.Ack(Planned{Player: 0, Type: domain.EventEnter, Slot: slotA}, time.Now())
+	if pe, ok := pop.Plan(rng, 0); !ok || pe.Type != domain.EventLeave || pe.Slot == slotA {
+		t.Fatalf("fresh player: %+v, want a stale leave", pe)
+	}
+	pop.Ack(Planned{Player: 0, Type: domain.EventEnter, Slot: slotA}, time.Now().Add(-ttl+time.Second))
+	if pe, ok := pop.Plan(rng, 0); !ok || pe.Type != domain.EventHeartbeat || pe.Slot != slotA {
+		t.Fatalf("near the TTL: %+v, want a heartbeat of the slot", pe)
+	}
+	pop.Ack(Planned{Player: 0, Type: domain.EventEnter, Slot: slotA}, time.Now().Add(-ttl-slack))
+	if pe, ok := pop.Plan(rng, 0); !ok || pe.Type != domain.EventLeave {
+		t.Fatalf("surely expired: %+v, want the absent player's stale leave", pe)
+	}
+	if st, certain := pop.Expect(0, time.Now(), ttl, slack); st.Present || !certain {
+		t.Fatalf("surely expired: expected %+v certain %v", st, certain)
+	}
+}
+
+// Keep keeps counted players where they are, makes uncertain ones certain
+// with an event whose outcome does not depend on what the service holds, and
+// leaves dropped and absent players alone.
+func TestKeepAndResolve(t *testing.T) {
+	cat := testCatalog(t)
+	pop := NewPopulation(cat, 4, 0, 0, Mix{Drop: 1}, 1, "p-", true, false)
+	rng := rand.New(rand.NewPCG(2, 2))
+	now := time.Now()
+	pop.Ack(Planned{Player: 0, Type: domain.EventEnter, Slot: slotA}, now)
+	pop.Ack(Planned{Player: 1, Type: domain.EventEnter, Slot: slotA}, now)
+	pop.Unresolved(Planned{Player: 1, Type: domain.EventEnter, Slot: slotB}, now)
+	pop.Ack(Planned{Player: 2, Type: domain.EventEnter, Slot: slotC}, now)
+	if _, ok := pop.Plan(rng, 2); ok { // drops
+		t.Fatal("expected a drop")
+	}
+	if pe, ok := pop.Keep(rng, 0); !ok || pe.Type != domain.EventHeartbeat || pe.Slot != slotA {
+		t.Fatalf("counted player: %+v", pe)
+	}
+	pe, ok := pop.Keep(rng, 1)
+	if !ok || pe.Type != domain.EventHeartbeat || pe.Slot != slotB {
+		t.Fatalf("uncertain player: %+v", pe)
+	}
+	if _, certain := pop.Expect(1, now, time.Hour, time.Minute); certain {
+		t.Fatal("an uncertain player expected with certainty")
+	}
+	pop.Resolve(pe, now)
+	if st, certain := pop.Expect(1, now, time.Hour, time.Minute); !certain || !st.Present || st.Slot != slotB || !pop.Usable(1) {
+		t.Fatalf("resolved: %+v certain %v usable %v", st, certain, pop.Usable(1))
+	}
+	if _, ok := pop.Keep(rng, 2); ok {
+		t.Fatal("a dropped player kept")
+	}
+	if _, ok := pop.Keep(rng, 3); ok {
+		t.Fatal("an absent player kept")
+	}
+	if b, _ := pop.Truth(now, time.Hour, time.Minute); !b.Exact() {
+		t.Fatal("truth not exact after resolving")
+	}
+}
