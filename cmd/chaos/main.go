@@ -568,34 +568,19 @@ func verifyPlayers(ctx context.Context, js jetstream.JetStream, cat *domain.Cata
 func readPlayers(ctx context.Context, js jetstream.JetStream, cat *domain.Catalog) (map[string]domain.PlayerState, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, topology.PlayersBucket)
-	if err != nil {
-		return nil, err
-	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, err
-	}
-	defer w.Stop()
 	out := map[string]domain.PlayerState{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case e := <-w.Updates():
-			if e == nil {
-				return out, nil
-			}
-			if strings.HasPrefix(e.Key(), "_") {
-				continue // the partitions' fences
-			}
-			st, err := cat.DecodePlayer(e.Value())
-			if err != nil {
-				return nil, fmt.Errorf("player %s: %w", e.Key(), err)
-			}
-			out[e.Key()] = st
+	err := readBucket(ctx, js, topology.PlayersBucket, func(e jetstream.KeyValueEntry) error {
+		if strings.HasPrefix(e.Key(), "_") {
+			return nil // the partitions' fences
 		}
-	}
+		st, err := cat.DecodePlayer(e.Value())
+		if err != nil {
+			return fmt.Errorf("player %s: %w", e.Key(), err)
+		}
+		out[e.Key()] = st
+		return nil
+	})
+	return out, err
 }
 
 // verifyArchive waits until the archive holds as many distinct events of

@@ -264,26 +264,37 @@ func (n *nemesis) leases() (map[int]lease, error) {
 }
 
 func readLeases(ctx context.Context, js jetstream.JetStream) (map[int]lease, error) {
-	kv, err := js.KeyValue(ctx, topology.LeasesBucket)
+	out := map[int]lease{}
+	err := readBucket(ctx, js, topology.LeasesBucket, func(e jetstream.KeyValueEntry) error {
+		if p, ok := topology.ParseShardKey(e.Key()); ok {
+			out[p] = lease{owner: string(e.Value()), rev: e.Revision()}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// readBucket hands each live key of a bucket to fn.
+func readBucket(ctx context.Context, js jetstream.JetStream, bucket string, fn func(jetstream.KeyValueEntry) error) error {
+	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer w.Stop()
-	out := map[int]lease{}
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case e := <-w.Updates():
 			if e == nil {
-				return out, nil
+				return nil
 			}
-			if p, ok := topology.ParseShardKey(e.Key()); ok {
-				out[p] = lease{owner: string(e.Value()), rev: e.Revision()}
+			if err := fn(e); err != nil {
+				return err
 			}
 		}
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"maps"
-	"slices"
 	"sort"
 	"strings"
 
@@ -27,7 +25,7 @@ func lobbyDiff(cat *domain.Catalog, b workload.Bounds, lobby map[string]map[int]
 			continue
 		}
 		var parts []string
-		for _, m := range unionKeys(got, hi) {
+		for _, m := range workload.UnionKeys(got, hi) {
 			if got[m] < lo[m] || got[m] > hi[m] {
 				if lo[m] == hi[m] {
 					parts = append(parts, fmt.Sprintf("mode %d want %d got %d", m, lo[m], got[m]))
@@ -53,18 +51,6 @@ func modeCounts(cat *domain.Catalog, perMode []int64) map[int]int64 {
 		}
 	}
 	return out
-}
-
-// unionKeys returns the sorted keys of both maps.
-func unionKeys(a, b map[int]int64) []int {
-	keys := slices.Collect(maps.Keys(a))
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // archiveCheck is the comparison of the archive with the events sent.

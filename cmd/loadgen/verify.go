@@ -5,7 +5,6 @@ import (
 	"github.com/gamemodes/gamemodes/cmd/internal/workload"
 	"maps"
 	"math"
-	"slices"
 	"strings"
 	"time"
 )
@@ -113,24 +112,12 @@ func (r *runner) want(region int, perMode []int64) map[int]int64 {
 
 // within reports whether lo[m] <= got[m] <= hi[m] for every mode.
 func within(got, lo, hi map[int]int64) bool {
-	for _, m := range unionKeys(got, hi) {
+	for _, m := range workload.UnionKeys(got, hi) {
 		if got[m] < lo[m] || got[m] > hi[m] {
 			return false
 		}
 	}
 	return true
-}
-
-// unionKeys returns the sorted keys of both maps.
-func unionKeys(a, b map[int]int64) []int {
-	keys := slices.Collect(maps.Keys(a))
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // printVerify writes one line per region: ok with its player total, or the
@@ -166,7 +153,7 @@ func describeDiff(m regionMismatch) string {
 		hi = m.Want
 	}
 	var parts []string
-	for _, mode := range unionKeys(m.Got, hi) {
+	for _, mode := range workload.UnionKeys(m.Got, hi) {
 		g, lo, h := m.Got[mode], m.Want[mode], hi[mode]
 		if g >= lo && g <= h {
 			continue

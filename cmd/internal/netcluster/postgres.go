@@ -136,18 +136,7 @@ func (p *Postgres) Crash() error {
 // StopFast stops the server with a fast shutdown (SIGINT: open sessions
 // are ended, as an operator's restart does), killing it if it has not
 // exited when ctx ends.
-func (p *Postgres) StopFast(ctx context.Context) error {
-	if err := p.signal(syscall.SIGINT); err != nil {
-		return nil // not running
-	}
-	select {
-	case <-p.Exited():
-		return nil
-	case <-ctx.Done():
-		_ = p.Kill()
-		return fmt.Errorf("postgres: did not stop on SIGINT, killed: %w", ctx.Err())
-	}
-}
+func (p *Postgres) StopFast(ctx context.Context) error { return p.StopWith(ctx, syscall.SIGINT) }
 
 // postgresCredential returns the credential the server runs under: nil
 // unless this process is root, else the postgres user's, who is given dir.

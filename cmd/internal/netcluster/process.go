@@ -142,7 +142,11 @@ func (p *Process) Resume() error { return p.signal(syscall.SIGCONT) }
 // Stop ends the process gracefully: SIGTERM (after SIGCONT if paused),
 // then SIGKILL when it has not exited once ctx ends. Stopping a process that
 // does not run does nothing.
-func (p *Process) Stop(ctx context.Context) error {
+func (p *Process) Stop(ctx context.Context) error { return p.StopWith(ctx, syscall.SIGTERM) }
+
+// StopWith is Stop with another signal than SIGTERM (PostgreSQL's fast
+// shutdown is SIGINT).
+func (p *Process) StopWith(ctx context.Context, sig syscall.Signal) error {
 	if !p.Running() {
 		return nil
 	}
@@ -152,7 +156,7 @@ func (p *Process) Stop(ctx context.Context) error {
 	if paused {
 		_ = p.signal(syscall.SIGCONT)
 	}
-	if err := p.signal(syscall.SIGTERM); err != nil {
+	if err := p.signal(sig); err != nil {
 		return nil // exited meanwhile
 	}
 	select {
@@ -160,7 +164,7 @@ func (p *Process) Stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		_ = p.Kill()
-		return fmt.Errorf("%s: did not stop on SIGTERM, killed: %w", p.name, ctx.Err())
+		return fmt.Errorf("%s: did not stop on %v, killed: %w", p.name, sig, ctx.Err())
 	}
 }
 

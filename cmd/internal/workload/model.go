@@ -6,8 +6,10 @@
 package workload
 
 import (
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -484,4 +486,17 @@ func (p *Population) Expect(i int, now time.Time, ttl, slack time.Duration) (st 
 		return pl.state, false
 	}
 	return pl.state, true
+}
+
+// UnionKeys returns the sorted keys of both maps (the game modes of a
+// lobby list and of the truth).
+func UnionKeys(a, b map[int]int64) []int {
+	keys := slices.Collect(maps.Keys(a))
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }
