@@ -197,6 +197,11 @@ func soak(ctx context.Context, o options, log *slog.Logger) (sum summary, err er
 		if dir, err = os.MkdirTemp("", "gamemodes-chaos-"); err != nil {
 			return sum, err
 		}
+		// Postgres runs as its own user when this runs as root: it must
+		// reach its directory inside.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return sum, err
+		}
 	}
 	keep := o.keep
 	defer func() {
