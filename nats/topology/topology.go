@@ -312,6 +312,12 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyV
 	}
 	cfg.Description = kv.Description
 	cfg.MaxAge = kv.TTL
+	// The duplicate window of a bucket, as the KV API sets it: at most 2
+	// minutes, and never above the TTL (the server refuses that).
+	cfg.Duplicates = 2 * time.Minute
+	if kv.TTL > 0 && kv.TTL < cfg.Duplicates {
+		cfg.Duplicates = kv.TTL
+	}
 	cfg.MaxMsgsPerSubject = int64(kv.History)
 	cfg.SubjectDeleteMarkerTTL = kv.LimitMarkerTTL
 	if kv.LimitMarkerTTL > 0 {
