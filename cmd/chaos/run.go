@@ -28,6 +28,9 @@ type nemesis struct {
 	log    *slog.Logger
 	faults *atomic.Int32 // active now
 	delay  time.Duration // the links' base one-way delay
+	// leaseTTL is the workers' lease TTL (a stall shorter than it plus a
+	// second is not judged).
+	leaseTTL time.Duration
 
 	mu      sync.Mutex
 	down    map[string]bool // processes the nemesis stopped on purpose
@@ -124,7 +127,13 @@ func (n *nemesis) apply(f Fault) {
 		if err := a.Pause(); err != nil {
 			n.fail(f, "pause", err)
 		}
+		pausedAt := time.Now()
 		healFn = func() {
+			if time.Since(pausedAt) < n.leaseTTL+time.Second {
+				// Healed early (the run ended): too short to expect the
+				// leases gone; not judged.
+				err = errors.New("healed before the lease TTL")
+			}
 			after, aerr := n.leases()
 			if err == nil && aerr == nil {
 				judgeStall(check, before, after)
