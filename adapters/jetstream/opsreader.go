@@ -132,17 +132,37 @@ func (r *OpsReader) readArchive(ctx context.Context, st *ops.ArchiveStatus) {
 const hdrNumPending = "Nats-Num-Pending"
 
 // lastValues reads the live keys of a bucket and their values with one
-// batched direct get; deleted, purged and expired keys are left out. The
-// answer is complete when its last message says nothing is pending (or the
-// server found no key); one cut short by ctx is an error, not a smaller
-// bucket.
+// batched direct get (see lastEntries).
 func lastValues(ctx context.Context, js jetstream.JetStream, bucket string) (map[string][]byte, error) {
+	entries, err := lastEntries(ctx, js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(entries))
+	for k, e := range entries {
+		out[k] = e.value
+	}
+	return out, nil
+}
+
+// lastEntry is a key's last value and its revision.
+type lastEntry struct {
+	value []byte
+	rev   uint64
+}
+
+// lastEntries reads the live keys of a bucket, their values and revisions
+// with one batched direct get; deleted, purged and expired keys are left
+// out. The answer is complete when its last message says nothing is
+// pending (or the server found no key); one cut short by ctx is an error,
+// not a smaller bucket.
+func lastEntries(ctx context.Context, js jetstream.JetStream, bucket string) (map[string]lastEntry, error) {
 	prefix := "$KV." + bucket + "."
 	msgs, err := jetstreamext.GetLastMsgsFor(ctx, js, topology.BucketStream(bucket), []string{prefix + ">"})
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", bucket, err)
 	}
-	out := map[string][]byte{}
+	out := map[string]lastEntry{}
 	complete := false
 	for m, err := range msgs {
 		if errors.Is(err, jetstreamext.ErrNoMessages) {
@@ -157,7 +177,7 @@ func lastValues(ctx context.Context, js jetstream.JetStream, bucket string) (map
 			continue
 		}
 		if key, ok := strings.CutPrefix(m.Subject, prefix); ok {
-			out[key] = m.Data
+			out[key] = lastEntry{value: m.Data, rev: m.Sequence}
 		}
 	}
 	if !complete {

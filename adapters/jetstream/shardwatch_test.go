@@ -1,6 +1,7 @@
 package jetstream
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
+	"github.com/gamemodes/gamemodes/nats/natstest"
 	"github.com/gamemodes/gamemodes/nats/topology"
 )
 
@@ -110,5 +112,64 @@ func TestShardWatcherDecodesOnlyChangedCounts(t *testing.T) {
 		if got := same(sets[i].counts, sets[i+1].counts); got != wantSame {
 			t.Fatalf("sets %d and %d share their counts: %v, want %v (only a shard with an unchanged body skips decoding)", i+1, i+2, got, wantSame)
 		}
+	}
+}
+
+// TestShardWatcherRereadHealsAMissedChange: a change the bucket watch does
+// not deliver (here the watch is stopped, as a watch that missed an update
+// around a node failure would be) reaches the sink through the periodic
+// re-read; a re-read of unchanged shards applies nothing, and one older
+// than what the watch delivered never goes back.
+func TestShardWatcherRereadHealsAMissedChange(t *testing.T) {
+	ns := natstest.RunServer(t)
+	_, js := natstest.Connect(t, ns.ClientURL())
+	ctx := context.Background()
+	if _, err := topology.Ensure(ctx, js, topology.Config{Partitions: 4}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, topology.CountsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := domain.DefaultCatalog()
+	shard := func(applied uint64, n int64) []byte {
+		c := domain.NewCounts(cat)
+		c.Add(domain.Slot{Region: 1, Mode: 2}, n)
+		return cat.EncodeShard(domain.ShardHeader{Partition: 2, Owner: "o", AppliedSeq: applied}, c)
+	}
+	if _, err := kv.Put(ctx, topology.ShardKey(2), shard(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	sink := &recordingSink{}
+	w := NewShardWatcher(js, cat, sink, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w.Reread = 50 * time.Millisecond
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if got := sink.wait(t, 1, 0); got[0].counts.Get(domain.Slot{Region: 1, Mode: 2}) != 5 {
+		t.Fatalf("initial shard: %+v", got[0])
+	}
+	time.Sleep(200 * time.Millisecond) // re-reads of an unchanged shard
+	if n, err := w.RereadOnce(ctx); err != nil || n != 0 {
+		t.Fatalf("re-read of unchanged shards applied %d (%v), want 0", n, err)
+	}
+	sink.mu.Lock()
+	if len(sink.sets) != 1 {
+		t.Errorf("unchanged shards were applied again: %d sets", len(sink.sets))
+	}
+	sink.mu.Unlock()
+
+	w.stopWatch() // the watch delivers nothing from now on
+	rev, err := kv.Put(ctx, topology.ShardKey(2), shard(9, 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sink.wait(t, 2, 0)
+	if last := got[len(got)-1]; last.rev != rev || last.applied != 9 || last.counts.Get(domain.Slot{Region: 1, Mode: 2}) != 7 {
+		t.Fatalf("after a missed change: %+v, want revision %d with 7 players", last, rev)
+	}
+	if w.applyIfNewer(kvChange{Key: topology.ShardKey(2), Rev: rev - 1, Value: shard(1, 5)}) {
+		t.Error("a re-read older than what was applied went back")
 	}
 }

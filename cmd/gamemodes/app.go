@@ -192,10 +192,11 @@ func appOptions(cfg config.Config, log *slog.Logger) fx.Option {
 var workerModule = fx.Module("worker",
 	partition.Module,
 	fx.Provide(
-		func(lc fx.Lifecycle, n *NATS) (*jsadapter.PartitionStore, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			s, err := jsadapter.NewPartitionStore(ctx, n.JS)
+		func(lc fx.Lifecycle, n *NATS, log *slog.Logger) (*jsadapter.PartitionStore, error) {
+			s, err := bootstrap.Until(context.Background(), "the worker's partition store", bootstrap.StartRetry, log,
+				func(ctx context.Context) (*jsadapter.PartitionStore, error) {
+					return jsadapter.NewPartitionStore(ctx, n.JS)
+				})
 			if err != nil {
 				return nil, err
 			}
@@ -205,9 +206,10 @@ var workerModule = fx.Module("worker",
 		func(s *jsadapter.PartitionStore) partition.Store { return s },
 		func(n *NATS) partition.Feed { return jsadapter.NewSharedPartitionFeed(n.JS, n.Topology.Partitions) },
 		func(lc fx.Lifecycle, n *NATS, log *slog.Logger) (partition.Coordinator, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			coord, err := jsadapter.NewCoordinator(ctx, n.JS, log.With("component", "worker"))
+			coord, err := bootstrap.Until(context.Background(), "the worker's coordinator", bootstrap.StartRetry, log,
+				func(ctx context.Context) (*jsadapter.Coordinator, error) {
+					return jsadapter.NewCoordinator(ctx, n.JS, log.With("component", "worker"))
+				})
 			if err != nil {
 				return nil, err
 			}
@@ -239,7 +241,15 @@ var edgeModule = fx.Module("edge",
 	fx.Invoke(func(lc fx.Lifecycle, n *NATS, v *lobby.View, log *slog.Logger) {
 		v.SetPartitions(n.Topology.Partitions)
 		w := jsadapter.NewShardWatcher(n.JS, v.Catalog(), v, log.With("component", "lobby"))
-		lc.Append(fx.Hook{OnStart: w.Start, OnStop: func(context.Context) error { w.Stop(); return nil }})
+		lc.Append(fx.Hook{
+			OnStart: func(ctx context.Context) error {
+				_, err := bootstrap.Until(ctx, "the lobby view's watch", bootstrap.StartRetry, log, func(ctx context.Context) (struct{}, error) {
+					return struct{}{}, w.Start(ctx)
+				})
+				return err
+			},
+			OnStop: func(context.Context) error { w.Stop(); return nil },
+		})
 	}),
 	// The live lists on NATS: one publisher at a time, the holder of the lease.
 	livelist.Module,
@@ -251,10 +261,11 @@ var edgeModule = fx.Module("edge",
 		func(cfg config.Config, n *NATS) livelist.Sender {
 			return jsadapter.NewPopularSender(n.Conn, cfg.InstanceID)
 		},
-		fx.Annotate(func(n *NATS) (lease.Lease, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			return jsadapter.OpenLease(ctx, n.JS, topology.PopularPublisherKey)
+		fx.Annotate(func(n *NATS, log *slog.Logger) (lease.Lease, error) {
+			return bootstrap.Until(context.Background(), "the lobby list publisher's lease", bootstrap.StartRetry, log,
+				func(ctx context.Context) (lease.Lease, error) {
+					return jsadapter.OpenLease(ctx, n.JS, topology.PopularPublisherKey)
+				})
 		}, fx.ResultTags(`name:"`+livelist.LeaseName+`"`)),
 	),
 )
@@ -279,10 +290,10 @@ var opsModule = fx.Module("ops",
 // archiverModule archives every event in Postgres. Without --postgres-url it
 // only creates the durable consumer, which keeps the backlog for later.
 func archiverModule(cfg config.Config) fx.Option {
-	feed := fx.Provide(func(lc fx.Lifecycle, n *NATS) (*jsadapter.ArchiveFeed, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		f, err := jsadapter.NewArchiveFeed(ctx, n.JS, jsadapter.ArchiveFeedConfig{})
+	feed := fx.Provide(func(lc fx.Lifecycle, n *NATS, log *slog.Logger) (*jsadapter.ArchiveFeed, error) {
+		f, err := bootstrap.Until(context.Background(), "the archiver's feed", bootstrap.StartRetry, log, func(ctx context.Context) (*jsadapter.ArchiveFeed, error) {
+			return jsadapter.NewArchiveFeed(ctx, n.JS, jsadapter.ArchiveFeedConfig{})
+		})
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/gamemodes/gamemodes/cmd/internal/workload"
 	"io"
 	"strconv"
 	"strings"
@@ -96,7 +97,7 @@ func populate(args []string, stdout, stderr io.Writer) int {
 	}
 	sum := populateSummary{Mode: "populate", Players: *players, Seconds: time.Since(start).Seconds()}
 	sum.Rate = float64(*players) / sum.Seconds
-	target, err := newHTTPTarget(*httpURL, "", 4, 10*time.Second)
+	target, err := workload.NewHTTPTarget(*httpURL, "", 4, 10*time.Second)
 	if err != nil {
 		fmt.Fprintln(stderr, "populate:", err)
 		return 2
@@ -108,7 +109,7 @@ func populate(args []string, stdout, stderr io.Writer) int {
 	for ctx.Err() == nil {
 		ok := true
 		for _, r := range regions {
-			got, err := target.lobby(r)
+			got, err := target.Lobby(r)
 			if err != nil || !equalModes(got, want[r]) {
 				ok = false
 				break

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/gamemodes/gamemodes/cmd/internal/workload"
 	"time"
 
 	"github.com/gamemodes/gamemodes/modules/domain"
@@ -55,7 +56,7 @@ func (r *runner) newProbe() *probe {
 		p.enabled = true
 		p.slot = domain.Slot{Region: uint16(r.cat.NumRegions() - 1), Mode: uint16(r.cat.NumModes() - 1)}
 		if r.pop != nil {
-			p.slot = r.pop.probe
+			p.slot, _ = r.pop.Probe()
 		}
 		p.region, p.mode = r.cat.Region(int(p.slot.Region)), r.cat.GameMode(int(p.slot.Mode))
 		prefix := r.cfg.userPrefix
@@ -77,7 +78,7 @@ func (p *probe) start() <-chan struct{} {
 	}
 	go func() {
 		defer close(done)
-		got, err := p.r.admin.lobby(p.region)
+		got, err := p.r.admin.Lobby(p.region)
 		if err != nil {
 			p.note = "off: " + err.Error()
 			return
@@ -114,7 +115,7 @@ func (p *probe) cycle() bool {
 	if p.present {
 		typ = domain.EventLeave
 	}
-	ev := p.r.newEvent(plannedEvent{player: -1, typ: typ, slot: p.slot}, p.userID)
+	ev := p.r.newEvent(workload.Planned{Player: -1, Type: typ, Slot: p.slot}, p.userID)
 	var res outcome
 	var at time.Time
 	if p.r.bus != nil {
@@ -145,7 +146,7 @@ func (p *probe) cycle() bool {
 // since the acknowledgement at.
 func (p *probe) await(want int64, at time.Time) {
 	for {
-		got, err := p.r.admin.lobby(p.region)
+		got, err := p.r.admin.Lobby(p.region)
 		now := time.Now()
 		if err == nil && got[p.mode] == want {
 			p.hist.record(0, now.Sub(at))
@@ -164,17 +165,17 @@ func (p *probe) await(want int64, at time.Time) {
 }
 
 // contribute adds the probe player to the expected counts.
-func (p *probe) contribute(b bounds, now time.Time, ttl time.Duration) {
+func (p *probe) contribute(b workload.Bounds, now time.Time, ttl time.Duration) {
 	switch {
 	case !p.enabled:
 	case p.uncertain: // present in exactly one of the two possible states
-		b.hi.Add(p.slot, 1)
+		b.Hi.Add(p.slot, 1)
 	case !p.present:
 	case ttl > 0 && now.Sub(p.lastAck) >= ttl:
-		b.hi.Add(p.slot, 1)
+		b.Hi.Add(p.slot, 1)
 	default:
-		b.lo.Add(p.slot, 1)
-		b.hi.Add(p.slot, 1)
+		b.Lo.Add(p.slot, 1)
+		b.Hi.Add(p.slot, 1)
 	}
 }
 

@@ -69,7 +69,7 @@ func (r *runner) summarize(elapsed time.Duration, pr *probe) summary {
 		Errors:      r.c.errors(),
 	}
 	if r.pop != nil {
-		s.Players = len(r.pop.players)
+		s.Players = r.pop.Len()
 	}
 	if r.cfg.rate > 0 {
 		lag := summarize(r.lag.merged())

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/gamemodes/gamemodes/cmd/internal/workload"
 	"io"
 	"math/rand/v2"
 	"net/url"
@@ -21,12 +22,12 @@ import (
 type runner struct {
 	cfg     config
 	cat     *domain.Catalog
-	pop     *population // nil in read mode
-	regions *sampler    // which region a GET asks for
-	queries []string    // URL-escaped region names by region index
-	web     *httpTarget // workload client; nil in nats mode
-	admin   *httpTarget // lobby reads of baseline, verification and probe; nil without --http-url
-	bus     *natsTarget // nil unless nats mode
+	pop     *workload.Population // nil in read mode
+	regions *workload.Sampler    // which region a GET asks for
+	queries []string             // URL-escaped region names by region index
+	web     *workload.HTTPTarget // workload client; nil in nats mode
+	admin   *workload.HTTPTarget // lobby reads of baseline, verification and probe; nil without --http-url
+	bus     *workload.NATSTarget // nil unless nats mode
 	busy    []atomic.Bool
 	log     io.Writer
 
@@ -42,17 +43,17 @@ type runner struct {
 }
 
 // outcome is how an event's delivery ended.
-type outcome uint8
+type outcome = workload.Outcome
 
 const (
-	outcomeAcked      outcome = iota // stored by the service (202 or PubAck)
-	outcomeRejected                  // refused for good (4xx): nothing stored
-	outcomeUnresolved                // no answer within --retry-for: stored or not, unknown
+	outcomeAcked      = workload.Acked      // stored by the service (202 or PubAck)
+	outcomeRejected   = workload.Rejected   // refused for good (4xx): nothing stored
+	outcomeUnresolved = workload.Unresolved // no answer within --retry-for: stored or not, unknown
 )
 
 // outEvent is an event ready to send.
 type outEvent struct {
-	plan    plannedEvent
+	plan    workload.Planned
 	id      string
 	subject string
 	body    []byte
@@ -65,7 +66,7 @@ func newRunner(cfg config, log io.Writer) (*runner, error) {
 		return nil, err
 	}
 	r := &runner{cfg: cfg, cat: cat, log: log, runID: newRunID(), seed: cfg.seed,
-		regions: newSampler(cat.NumRegions(), cfg.regionSkew),
+		regions: workload.NewSampler(cat.NumRegions(), cfg.regionSkew),
 		post:    newHistogram(cfg.concurrency), get: newHistogram(cfg.concurrency), lag: newHistogram(cfg.concurrency)}
 	if r.seed == 0 {
 		r.seed = rand.Uint64()
@@ -74,17 +75,17 @@ func newRunner(cfg config, log io.Writer) (*runner, error) {
 		r.queries = append(r.queries, url.QueryEscape(reg))
 	}
 	if cfg.httpURL != "" {
-		if r.admin, err = newHTTPTarget(cfg.httpURL, cfg.authToken, 4, cfg.requestTimeout); err != nil {
+		if r.admin, err = workload.NewHTTPTarget(cfg.httpURL, cfg.authToken, 4, cfg.requestTimeout); err != nil {
 			return nil, err
 		}
 		if cfg.mode != modeNATS {
-			if r.web, err = newHTTPTarget(cfg.httpURL, cfg.authToken, cfg.concurrency+8, cfg.requestTimeout); err != nil {
+			if r.web, err = workload.NewHTTPTarget(cfg.httpURL, cfg.authToken, cfg.concurrency+8, cfg.requestTimeout); err != nil {
 				return nil, err
 			}
 		}
 	}
 	if cfg.mode == modeNATS {
-		if r.bus, err = dialNATS(cfg.natsURL, cfg.natsSecurity, cfg.maxPending, cfg.requestTimeout); err != nil {
+		if r.bus, err = workload.DialNATS(cfg.natsURL, cfg.natsSecurity, cfg.maxPending, cfg.requestTimeout); err != nil {
 			return nil, err
 		}
 		r.busy = make([]atomic.Bool, cfg.players)
@@ -94,8 +95,8 @@ func newRunner(cfg config, log io.Writer) (*runner, error) {
 		if prefix == "" {
 			prefix = "lg" + r.runID + "-"
 		}
-		m := mix{leave: cfg.leaveRatio, drop: cfg.dropRatio, staleLeave: cfg.staleRatio, travel: cfg.travelRatio, heartbeat: cfg.beatRatio}
-		r.pop = newPopulation(cat, cfg.players, cfg.regionSkew, cfg.modeSkew, m, r.seed, prefix, cfg.playerTTL > 0, true)
+		m := workload.Mix{Leave: cfg.leaveRatio, Drop: cfg.dropRatio, StaleLeave: cfg.staleRatio, Travel: cfg.travelRatio, Heartbeat: cfg.beatRatio}
+		r.pop = workload.NewPopulation(cat, cfg.players, cfg.regionSkew, cfg.modeSkew, m, r.seed, prefix, cfg.playerTTL > 0, true)
 	}
 	return r, nil
 }
@@ -103,7 +104,7 @@ func newRunner(cfg config, log io.Writer) (*runner, error) {
 // close releases the connections.
 func (r *runner) close() {
 	if r.bus != nil {
-		r.bus.close()
+		r.bus.Close()
 	}
 }
 
@@ -121,10 +122,10 @@ func newRunID() string {
 func (r *runner) rng(w int) *rand.Rand { return rand.New(rand.NewPCG(r.seed, uint64(w)+1)) }
 
 // newEvent builds the event of a plan for user userID.
-func (r *runner) newEvent(pe plannedEvent, userID string) outEvent {
+func (r *runner) newEvent(pe workload.Planned, userID string) outEvent {
 	id := r.runID + "-" + strconv.FormatInt(r.eventSeq.Add(1), 36)
-	region := r.cat.Region(int(pe.slot.Region))
-	body := appendEventJSON(make([]byte, 0, 192), id, userID, pe.typ, region, r.cat.GameMode(int(pe.slot.Mode)), time.Now().UnixMilli())
+	region := r.cat.Region(int(pe.Slot.Region))
+	body := workload.AppendEventJSON(make([]byte, 0, 192), id, userID, pe.Type, region, r.cat.GameMode(int(pe.Slot.Mode)), time.Now().UnixMilli())
 	ev := outEvent{plan: pe, id: id, body: body}
 	if r.bus != nil {
 		ev.subject = topology.EventSubject(region, domain.UserToken(userID))
@@ -135,13 +136,13 @@ func (r *runner) newEvent(pe plannedEvent, userID string) outEvent {
 // drive runs the workers until the pacer ends the run and every event sent
 // is resolved.
 func (r *runner) drive() {
-	var shards []*shard
+	var shards []*workload.Shard
 	if r.pop != nil {
-		shards = newShards(r.cfg.players, r.cfg.concurrency)
+		shards = workload.NewShards(r.cfg.players, r.cfg.concurrency)
 	}
 	var wg sync.WaitGroup
 	for w := range r.cfg.concurrency {
-		var sh *shard
+		var sh *workload.Shard
 		if shards != nil {
 			sh = shards[w]
 		}
@@ -167,7 +168,7 @@ func (r *runner) noteLag(w int, lag time.Duration) {
 
 // httpWorker sends one request at a time: POSTs for its own players, and
 // GETs in read and mixed mode.
-func (r *runner) httpWorker(w int, sh *shard) {
+func (r *runner) httpWorker(w int, sh *workload.Shard) {
 	rng, timer := r.rng(w), newStoppedTimer()
 	for {
 		k, lag, ok := r.pace.take(timer)
@@ -183,14 +184,14 @@ func (r *runner) httpWorker(w int, sh *shard) {
 		if !ok {
 			return // every player of this worker dropped
 		}
-		ev := r.newEvent(pe, r.pop.userID(pe.player))
+		ev := r.newEvent(pe, r.pop.UserID(pe.Player))
 		r.c.sent.Add(1)
 		switch res, at := r.postEvent(r.web, r.post, w, ev.body); res {
 		case outcomeAcked:
 			r.c.acked.Add(1)
-			r.pop.ack(pe, at)
+			r.pop.Ack(pe, at)
 		case outcomeUnresolved:
-			r.pop.unresolved(pe, at)
+			r.pop.Unresolved(pe, at)
 		}
 	}
 }
@@ -198,10 +199,10 @@ func (r *runner) httpWorker(w int, sh *shard) {
 // nextEvent plans the next event of a live player of the shard. In nats
 // mode it claims the player's busy flag (released when the event resolves),
 // so one player never has two events in flight; freed signals a release.
-func (r *runner) nextEvent(rng *rand.Rand, sh *shard, freed <-chan struct{}) (plannedEvent, bool) {
+func (r *runner) nextEvent(rng *rand.Rand, sh *workload.Shard, freed <-chan struct{}) (workload.Planned, bool) {
 	misses := 0
-	for len(sh.live) > 0 {
-		pos, i := sh.pick(rng)
+	for len(sh.Live) > 0 {
+		pos, i := sh.Pick(rng)
 		if r.busy != nil && !r.busy[i].CompareAndSwap(false, true) {
 			if misses++; misses%8 == 0 {
 				select {
@@ -211,63 +212,52 @@ func (r *runner) nextEvent(rng *rand.Rand, sh *shard, freed <-chan struct{}) (pl
 			}
 			continue
 		}
-		if !r.pop.usable(i) {
-			sh.remove(pos)
+		if !r.pop.Usable(i) {
+			sh.Remove(pos)
 			continue
 		}
-		if pe, ok := r.pop.plan(rng, i); ok {
+		if pe, ok := r.pop.Plan(rng, i); ok {
 			return pe, true
 		}
-		sh.remove(pos) // dropped: silent from now on
+		sh.Remove(pos) // dropped: silent from now on
 	}
-	return plannedEvent{}, false
+	return workload.Planned{}, false
 }
 
 // postEvent posts an event until it is acknowledged, refused for good, or
 // --retry-for has passed, retrying with backoff and the same event_id. It
 // records the latency of the successful attempt in hist (when not nil).
-func (r *runner) postEvent(t *httpTarget, hist *histogram, w int, body []byte) (outcome, time.Time) {
+func (r *runner) postEvent(t *workload.HTTPTarget, hist *histogram, w int, body []byte) (outcome, time.Time) {
 	return r.sendPost(t, hist, w, body, nil)
 }
 
 // postEventToken is postEvent keeping the answer's consistency token.
-func (r *runner) postEventToken(t *httpTarget, body []byte, token *string) (outcome, time.Time) {
+func (r *runner) postEventToken(t *workload.HTTPTarget, body []byte, token *string) (outcome, time.Time) {
 	return r.sendPost(t, nil, 0, body, token)
 }
 
 // sendPost is postEvent, storing the acknowledgement's consistency token in
 // token when it is not nil.
-func (r *runner) sendPost(t *httpTarget, hist *histogram, w int, body []byte, token *string) (outcome, time.Time) {
-	first := time.Now()
-	for attempt := 1; ; attempt++ {
-		t0 := time.Now()
-		status, dup, retryAfter, err := t.post(body, token)
-		now := time.Now()
-		switch {
-		case err != nil:
-			r.c.fail(errorKey("post", err))
-		case status >= 200 && status < 300:
-			if hist != nil {
-				hist.record(w, now.Sub(t0))
-			}
-			if dup {
-				r.c.duplicates.Add(1)
-			}
-			return outcomeAcked, now
-		default:
-			r.c.fail("post:" + strconv.Itoa(status))
-			if status >= 400 && status < 500 && status != 408 && status != 429 {
-				r.rejected(status, body)
-				return outcomeRejected, now
-			}
+func (r *runner) sendPost(t *workload.HTTPTarget, hist *histogram, w int, body []byte, token *string) (outcome, time.Time) {
+	res := t.PostUntil(body, r.cfg.retryFor, token != nil, r.c.fail)
+	r.c.retries.Add(int64(res.Retries))
+	switch res.Outcome {
+	case workload.Acked:
+		if hist != nil {
+			hist.record(w, res.Latency)
 		}
-		if now.Sub(first) > r.cfg.retryFor {
-			r.c.unresolved.Add(1)
-			return outcomeUnresolved, now
+		if res.Duplicate {
+			r.c.duplicates.Add(1)
 		}
-		time.Sleep(backoff(attempt, retryAfter))
-		r.c.retries.Add(1)
+		if token != nil {
+			*token = res.Token
+		}
+	case workload.Rejected:
+		r.rejected(res.Status, body)
+	case workload.Unresolved:
+		r.c.unresolved.Add(1)
 	}
+	return res.Outcome, res.At
 }
 
 // rejected counts an event the service refused for good and reports the first one.
@@ -278,23 +268,13 @@ func (r *runner) rejected(status int, body []byte) {
 	})
 }
 
-// backoff returns the wait before retry attempt (1, 2, ...): exponential
-// from 5 ms to 1 s with jitter, or the service's Retry-After (up to 5 s).
-func backoff(attempt int, retryAfter time.Duration) time.Duration {
-	if retryAfter > 0 {
-		return min(retryAfter, 5*time.Second)
-	}
-	d := min(5*time.Millisecond<<min(attempt-1, 10), time.Second)
-	return d/2 + rand.N(d/2+1)
-}
-
 // doGet reads one lobby list of a region drawn by popularity.
 func (r *runner) doGet(w int, rng *rand.Rand) {
 	t0 := time.Now()
-	status, _, err := r.web.get(r.queries[r.regions.sample(rng)], false)
+	status, _, err := r.web.Get(r.queries[r.regions.Sample(rng)], false)
 	switch {
 	case err != nil:
-		r.c.fail(errorKey("get", err))
+		r.c.fail(workload.ErrorKey("get", err))
 	case status != 200:
 		r.c.fail("get:" + strconv.Itoa(status))
 	default:
@@ -315,7 +295,7 @@ type inflight struct {
 // natsWorker publishes events of its players asynchronously, at most
 // max-pending/concurrency awaiting acknowledgement; its acker goroutine
 // resolves them in order.
-func (r *runner) natsWorker(w int, sh *shard) {
+func (r *runner) natsWorker(w int, sh *workload.Shard) {
 	limit := max(1, r.cfg.maxPending/r.cfg.concurrency)
 	sem := make(chan struct{}, limit)
 	queue := make(chan *inflight, limit)
@@ -336,9 +316,9 @@ func (r *runner) natsWorker(w int, sh *shard) {
 		if !ok {
 			break
 		}
-		ev := r.newEvent(pe, r.pop.userID(pe.player))
+		ev := r.newEvent(pe, r.pop.UserID(pe.Player))
 		sem <- struct{}{}
-		it := &inflight{ev: ev, msg: message(ev.subject, ev.id, ev.body), first: time.Now()}
+		it := &inflight{ev: ev, msg: workload.Message(ev.subject, ev.id, ev.body), first: time.Now()}
 		r.c.sent.Add(1)
 		r.publishAsync(it)
 		queue <- it
@@ -350,9 +330,9 @@ func (r *runner) natsWorker(w int, sh *shard) {
 // publishAsync (re)publishes an inflight event.
 func (r *runner) publishAsync(it *inflight) {
 	it.sent = time.Now()
-	fut, err := r.bus.js.PublishMsgAsync(it.msg)
+	fut, err := r.bus.JS.PublishMsgAsync(it.msg)
 	if err != nil {
-		r.c.fail(natsErrorKey(err))
+		r.c.fail(workload.NATSErrorKey(err))
 		fut = nil
 	}
 	it.fut = fut
@@ -362,7 +342,7 @@ func (r *runner) publishAsync(it *inflight) {
 func (r *runner) natsAcker(w int, queue <-chan *inflight, sem <-chan struct{}, freed chan<- struct{}) {
 	for it := range queue {
 		r.awaitAck(w, it)
-		r.busy[it.ev.plan.player].Store(false)
+		r.busy[it.ev.plan.Player].Store(false)
 		<-sem
 		select {
 		case freed <- struct{}{}:
@@ -384,18 +364,18 @@ func (r *runner) awaitAck(w int, it *inflight) {
 					r.c.duplicates.Add(1)
 				}
 				r.c.acked.Add(1)
-				r.pop.ack(it.ev.plan, now)
+				r.pop.Ack(it.ev.plan, now)
 				return
 			case err := <-it.fut.Err():
-				r.c.fail(natsErrorKey(err))
+				r.c.fail(workload.NATSErrorKey(err))
 			}
 		}
 		if time.Since(it.first) > r.cfg.retryFor {
 			r.c.unresolved.Add(1)
-			r.pop.unresolved(it.ev.plan, time.Now())
+			r.pop.Unresolved(it.ev.plan, time.Now())
 			return
 		}
-		time.Sleep(backoff(attempt, 0))
+		time.Sleep(workload.Backoff(attempt, 0))
 		r.c.retries.Add(1)
 		r.publishAsync(it)
 	}
@@ -404,29 +384,19 @@ func (r *runner) awaitAck(w int, it *inflight) {
 // publishEvent publishes one event synchronously until acknowledged or
 // --retry-for has passed (the probe's path on NATS).
 func (r *runner) publishEvent(ev outEvent) (outcome, time.Time) {
-	msg := message(ev.subject, ev.id, ev.body)
-	first := time.Now()
-	for attempt := 1; ; attempt++ {
-		_, err := r.bus.publishSync(msg, r.cfg.requestTimeout)
-		now := time.Now()
-		if err == nil {
-			return outcomeAcked, now
-		}
-		r.c.fail(natsErrorKey(err))
-		if now.Sub(first) > r.cfg.retryFor {
-			r.c.unresolved.Add(1)
-			return outcomeUnresolved, now
-		}
-		time.Sleep(backoff(attempt, 0))
-		r.c.retries.Add(1)
+	res := r.bus.PublishUntil(workload.Message(ev.subject, ev.id, ev.body), r.cfg.retryFor, r.cfg.requestTimeout, r.c.fail)
+	r.c.retries.Add(int64(res.Retries))
+	if res.Outcome == workload.Unresolved {
+		r.c.unresolved.Add(1)
 	}
+	return res.Outcome, res.At
 }
 
 // readBaseline reads every region's lobby list (before the run).
 func (r *runner) readBaseline() error {
 	r.baseline = map[string]map[int]int64{}
 	for _, reg := range r.cat.Regions() {
-		got, err := r.admin.lobby(reg)
+		got, err := r.admin.Lobby(reg)
 		if err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/gamemodes/gamemodes/cmd/internal/workload"
 	"net/url"
 	"strconv"
 	"sync"
@@ -24,7 +25,7 @@ const rywUsers = 64
 // acknowledged event on; they are part of the ground truth.
 type rywProbe struct {
 	r       *runner
-	t       *httpTarget
+	t       *workload.HTTPTarget
 	enabled bool
 	note    string
 	slot    domain.Slot
@@ -56,7 +57,7 @@ func (r *runner) newRYW() (*rywProbe, error) {
 	if r.cfg.rywEvery <= 0 {
 		return p, nil
 	}
-	t, err := newHTTPTarget(r.cfg.httpURL, r.cfg.authToken, 2, r.cfg.requestTimeout)
+	t, err := workload.NewHTTPTarget(r.cfg.httpURL, r.cfg.authToken, 2, r.cfg.requestTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +101,7 @@ func (p *rywProbe) cycle() bool {
 	p.next = (p.next + 1) % rywUsers
 	id := p.players[k].id
 	p.mu.Unlock()
-	ev := p.r.newEvent(plannedEvent{player: -1, typ: domain.EventEnter, slot: p.slot}, id)
+	ev := p.r.newEvent(workload.Planned{Player: -1, Type: domain.EventEnter, Slot: p.slot}, id)
 	var token string
 	res, at := p.r.postEventToken(p.t, ev.body, &token)
 	p.mu.Lock()
@@ -123,10 +124,10 @@ func (p *rywProbe) cycle() bool {
 		p.fail("ryw:no_token")
 		return true
 	}
-	status, _, err := p.t.get(p.query+"&after="+url.QueryEscape(token), false)
+	status, _, err := p.t.Get(p.query+"&after="+url.QueryEscape(token), false)
 	switch {
 	case err != nil:
-		p.fail(errorKey("ryw", err))
+		p.fail(workload.ErrorKey("ryw", err))
 	case status == 200:
 		p.hist.record(0, time.Since(at))
 	case status == 504:
@@ -148,7 +149,7 @@ func (p *rywProbe) fail(key string) {
 }
 
 // contribute adds the probe players to the expected counts.
-func (p *rywProbe) contribute(b bounds, now time.Time, ttl time.Duration) {
+func (p *rywProbe) contribute(b workload.Bounds, now time.Time, ttl time.Duration) {
 	if !p.enabled {
 		return
 	}
@@ -157,10 +158,10 @@ func (p *rywProbe) contribute(b bounds, now time.Time, ttl time.Duration) {
 	for _, pl := range p.players {
 		switch {
 		case pl.acked && (ttl <= 0 || now.Sub(pl.lastAck) < ttl):
-			b.lo.Add(p.slot, 1)
-			b.hi.Add(p.slot, 1)
+			b.Lo.Add(p.slot, 1)
+			b.Hi.Add(p.slot, 1)
 		case pl.acked || pl.uncertain: // maybe expired, or maybe stored
-			b.hi.Add(p.slot, 1)
+			b.Hi.Add(p.slot, 1)
 		}
 	}
 }

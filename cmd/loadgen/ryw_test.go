@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/gamemodes/gamemodes/cmd/internal/workload"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -29,7 +30,7 @@ func (f *fakeEdge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
-	case r.Method == http.MethodPost && r.URL.Path == pathEvent:
+	case r.Method == http.MethodPost && r.URL.Path == workload.PathEvent:
 		var ev map[string]any
 		body, _ := io.ReadAll(r.Body)
 		if err := json.Unmarshal(body, &ev); err != nil {
@@ -127,16 +128,16 @@ func TestRYWProbeReadsWithTheTokenAndCountsTimeouts(t *testing.T) {
 		}
 		users[id] = true
 	}
-	b := newBounds(r.cat)
+	b := workload.NewBounds(r.cat)
 	p.contribute(b, time.Now(), 0)
 	slot := domain.Slot{Region: 0, Mode: 0}
-	if lo, hi := b.lo.Get(slot), b.hi.Get(slot); lo != int64(len(users)) || hi != lo {
+	if lo, hi := b.Lo.Get(slot), b.Hi.Get(slot); lo != int64(len(users)) || hi != lo {
 		t.Errorf("ground truth of the probe players %d-%d, want %d (distinct players posted)", lo, hi, len(users))
 	}
 	// Players silent for the TTL may have expired.
-	b = newBounds(r.cat)
+	b = workload.NewBounds(r.cat)
 	p.contribute(b, time.Now().Add(time.Hour), time.Minute)
-	if lo, hi := b.lo.Get(slot), b.hi.Get(slot); lo != 0 || hi != int64(len(users)) {
+	if lo, hi := b.Lo.Get(slot), b.Hi.Get(slot); lo != 0 || hi != int64(len(users)) {
 		t.Errorf("after the TTL: %d-%d, want 0-%d", lo, hi, len(users))
 	}
 }

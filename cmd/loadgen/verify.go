@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
+	"github.com/gamemodes/gamemodes/cmd/internal/workload"
 	"maps"
 	"math"
-	"slices"
 	"strings"
 	"time"
 )
@@ -18,12 +18,12 @@ type verifyReport struct {
 	Result string `json:"result"`
 	// Exact is false when some players' state is uncertain or near expiry,
 	// so counts were checked against a range.
-	Exact      bool             `json:"exact"`
-	Regions    int              `json:"regions"`              // regions compared
-	Matched    int              `json:"regions_matched"`      // regions equal to the truth in the last poll
-	WaitedS    float64          `json:"waited_s"`             // time from the end of the run to the result
-	Truth      truthStats       `json:"truth"`                // how the truth was made up
-	Mismatches []regionMismatch `json:"mismatches,omitempty"` // the regions that differed in the last poll
+	Exact      bool                `json:"exact"`
+	Regions    int                 `json:"regions"`              // regions compared
+	Matched    int                 `json:"regions_matched"`      // regions equal to the truth in the last poll
+	WaitedS    float64             `json:"waited_s"`             // time from the end of the run to the result
+	Truth      workload.TruthStats `json:"truth"`                // how the truth was made up
+	Mismatches []regionMismatch    `json:"mismatches,omitempty"` // the regions that differed in the last poll
 }
 
 // regionMismatch is one region whose lobby list differs from the truth.
@@ -47,7 +47,7 @@ func (r *runner) verify(pr *probe) verifyReport {
 	for {
 		b, st := r.expected(time.Now(), pr)
 		rep := r.compare(b)
-		rep.Truth, rep.Exact = st, b.exact()
+		rep.Truth, rep.Exact = st, b.Exact()
 		rep.WaitedS = math.Round(time.Since(start).Seconds()*1000) / 1000
 		match, late := len(rep.Mismatches) == 0, time.Now().After(deadline)
 		if match && (rep.Exact || late || st.Uncertain > 0 && st.MaybeExpired == 0) || late {
@@ -59,11 +59,11 @@ func (r *runner) verify(pr *probe) verifyReport {
 	}
 }
 
-// expected returns the loadgen's own players' bounds, the probe included.
-func (r *runner) expected(now time.Time, pr *probe) (bounds, truthStats) {
-	b, st := newBounds(r.cat), truthStats{}
+// expected returns the loadgen's own players' workload.Bounds, the probe included.
+func (r *runner) expected(now time.Time, pr *probe) (workload.Bounds, workload.TruthStats) {
+	b, st := workload.NewBounds(r.cat), workload.TruthStats{}
 	if r.pop != nil {
-		b, st = r.pop.truth(now, r.cfg.playerTTL, r.cfg.expirySlack)
+		b, st = r.pop.Truth(now, r.cfg.playerTTL, r.cfg.expirySlack)
 	}
 	pr.contribute(b, now, r.cfg.playerTTL)
 	if r.ryw != nil {
@@ -74,11 +74,11 @@ func (r *runner) expected(now time.Time, pr *probe) (bounds, truthStats) {
 
 // compare reads every region's lobby list once and compares it with the
 // baseline plus b.
-func (r *runner) compare(b bounds) verifyReport {
+func (r *runner) compare(b workload.Bounds) verifyReport {
 	rep := verifyReport{Regions: r.cat.NumRegions()}
 	for ri, reg := range r.cat.Regions() {
-		lo, hi := r.want(ri, b.lo.Region(ri)), r.want(ri, b.hi.Region(ri))
-		got, err := r.admin.lobby(reg)
+		lo, hi := r.want(ri, b.Lo.Region(ri)), r.want(ri, b.Hi.Region(ri))
+		got, err := r.admin.Lobby(reg)
 		if err != nil {
 			rep.Mismatches = append(rep.Mismatches, regionMismatch{Region: reg, Error: err.Error()})
 			continue
@@ -112,7 +112,7 @@ func (r *runner) want(region int, perMode []int64) map[int]int64 {
 
 // within reports whether lo[m] <= got[m] <= hi[m] for every mode.
 func within(got, lo, hi map[int]int64) bool {
-	for _, m := range unionKeys(got, hi) {
+	for _, m := range workload.UnionKeys(got, hi) {
 		if got[m] < lo[m] || got[m] > hi[m] {
 			return false
 		}
@@ -120,21 +120,9 @@ func within(got, lo, hi map[int]int64) bool {
 	return true
 }
 
-// unionKeys returns the sorted keys of both maps.
-func unionKeys(a, b map[int]int64) []int {
-	keys := slices.Collect(maps.Keys(a))
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	return keys
-}
-
 // printVerify writes one line per region: ok with its player total, or the
 // modes that differ.
-func (r *runner) printVerify(rep verifyReport, b bounds) {
+func (r *runner) printVerify(rep verifyReport, b workload.Bounds) {
 	bad := map[string]regionMismatch{}
 	for _, m := range rep.Mismatches {
 		bad[m.Region] = m
@@ -144,7 +132,7 @@ func (r *runner) printVerify(rep verifyReport, b bounds) {
 		switch {
 		case !isBad:
 			var total int64
-			for _, n := range r.want(ri, b.lo.Region(ri)) {
+			for _, n := range r.want(ri, b.Lo.Region(ri)) {
 				total += n
 			}
 			fmt.Fprintf(r.log, "verify %-4s ok (%d players)\n", reg, total)
@@ -165,7 +153,7 @@ func describeDiff(m regionMismatch) string {
 		hi = m.Want
 	}
 	var parts []string
-	for _, mode := range unionKeys(m.Got, hi) {
+	for _, mode := range workload.UnionKeys(m.Got, hi) {
 		g, lo, h := m.Got[mode], m.Want[mode], hi[mode]
 		if g >= lo && g <= h {
 			continue

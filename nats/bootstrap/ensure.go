@@ -39,10 +39,33 @@ type Retry struct {
 // DefaultRetry is the binary's wait for the topology.
 var DefaultRetry = Retry{Attempt: 30 * time.Second, Wait: 15 * time.Minute, Pause: time.Second, PauseMax: 15 * time.Second}
 
+// StartRetry is the binary's wait for a role's start requests (a stream or
+// bucket lookup, a consumer's creation): like DefaultRetry, each attempt
+// bounded to 10 s.
+var StartRetry = Retry{Attempt: 10 * time.Second, Wait: 15 * time.Minute, Pause: time.Second, PauseMax: 15 * time.Second}
+
 // EnsureTopology creates or checks the stream and buckets (topology.Ensure),
 // asking again, as r says, while JetStream does not answer in time or
 // cannot place them yet (NotReady); any other error ends it at once.
 func EnsureTopology(js jetstream.JetStream, c topology.Config, r Retry, log *slog.Logger) (topology.Topology, error) {
+	topo, err := Until(context.Background(), "the topology requests", r, log, func(ctx context.Context) (topology.Topology, error) {
+		return topology.Ensure(ctx, js, c)
+	})
+	if err != nil && NotReady(err) {
+		return topology.Topology{}, fmt.Errorf("NATS JetStream did not answer the topology requests, or could not place them, for %v: %w", r.Wait, err)
+	}
+	return topo, err
+}
+
+// Until runs request, a start request of the process, asking again as r
+// says while JetStream does not answer in time or cannot serve it yet
+// (NotReady): a node of the cluster down or cut off, a stream or bucket
+// whose leader is being elected, a cluster still forming. Each attempt may
+// take r.Attempt; attempts start r.Pause apart, doubling up to r.PauseMax,
+// and each failure is logged. The wait ends after r.Wait, or when ctx ends
+// (a start hook's context), with the last error; an error that will not go
+// away returns at once.
+func Until[T any](ctx context.Context, what string, r Retry, log *slog.Logger, request func(context.Context) (T, error)) (T, error) {
 	sleep := r.Sleep
 	if sleep == nil {
 		sleep = time.Sleep
@@ -51,19 +74,13 @@ func EnsureTopology(js jetstream.JetStream, c topology.Config, r Retry, log *slo
 	pause := r.Pause
 	for attempt := 1; ; attempt++ {
 		began := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), r.Attempt)
-		topo, err := topology.Ensure(ctx, js, c)
+		actx, cancel := context.WithTimeout(ctx, r.Attempt)
+		v, err := request(actx)
 		cancel()
-		if err == nil {
-			return topo, nil
+		if err == nil || !NotReady(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return v, err
 		}
-		if !NotReady(err) {
-			return topology.Topology{}, err
-		}
-		if time.Now().After(deadline) {
-			return topology.Topology{}, fmt.Errorf("NATS JetStream did not answer the topology requests, or could not place them, for %v: %w", r.Wait, err)
-		}
-		log.Warn("NATS JetStream is not ready for the topology requests (no responders, timed out, or the cluster cannot place the replicas yet); asking again (after an outage longer than the player TTL the server expires every player at start, which takes minutes with millions of players)",
+		log.Warn("NATS JetStream is not ready for "+what+" (no responders, timed out, or the cluster cannot place the replicas yet); asking again (after an outage longer than the player TTL the server expires every player at start, which takes minutes with millions of players)",
 			"attempt", attempt, "err", err)
 		if rest := pause - time.Since(began); rest > 0 {
 			sleep(rest)

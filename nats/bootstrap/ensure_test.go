@@ -167,3 +167,52 @@ func TestNotReady(t *testing.T) {
 		}
 	}
 }
+
+// Found by the chaos soak: a worker, archiver or edge (re)started while a
+// NATS node was down or cut off failed its start requests (partition store,
+// coordinator, archive feed, lobby watch: one 10 s attempt each) and
+// exited. They now ask again while JetStream is not ready, as the topology
+// does, and still give up at once on an error that stays.
+func TestRoleStartRequestsWaitForJetStream(t *testing.T) {
+	var slept int
+	r := bootstrap.StartRetry
+	r.Attempt = time.Second
+	r.Sleep = func(time.Duration) { slept++ }
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	calls := 0
+	v, err := bootstrap.Until(context.Background(), "a test request", r, log, func(ctx context.Context) (int, error) {
+		calls++
+		switch calls {
+		case 1:
+			return 0, nats.ErrNoResponders
+		case 2:
+			return 0, fmt.Errorf("stream: %w", context.DeadlineExceeded)
+		case 3:
+			return 0, &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}
+		}
+		return 42, nil
+	})
+	if err != nil || v != 42 || calls != 4 || slept != 3 {
+		t.Fatalf("got %d, %v after %d calls and %d pauses; want 42 after 4 calls and 3 pauses", v, err, calls, slept)
+	}
+
+	calls = 0
+	refused := errors.New("stream not found")
+	if _, err := bootstrap.Until(context.Background(), "a test request", r, log, func(context.Context) (int, error) {
+		calls++
+		return 0, refused
+	}); !errors.Is(err, refused) || calls != 1 {
+		t.Fatalf("an error that stays: %v after %d calls, want it at once", err, calls)
+	}
+
+	// A start hook's context that ends stops the wait.
+	ctx, cancel := context.WithCancel(context.Background())
+	calls = 0
+	if _, err := bootstrap.Until(ctx, "a test request", r, log, func(context.Context) (int, error) {
+		calls++
+		cancel()
+		return 0, nats.ErrNoResponders
+	}); !errors.Is(err, nats.ErrNoResponders) || calls != 1 {
+		t.Fatalf("after the hook's context ended: %v after %d calls", err, calls)
+	}
+}

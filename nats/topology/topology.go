@@ -25,7 +25,7 @@ const (
 	WorkersBucket = "gamemodes_workers"
 	// LeasesBucket holds one key per owned partition: the owner's lease.
 	LeasesBucket = "gamemodes_leases"
-	// PlayersStream is the stream behind the players bucket (expiry markers are read from it).
+	// PlayersStream is the stream behind the players bucket.
 	PlayersStream = kvStreamPrefix + PlayersBucket
 	// kvStreamPrefix starts the name of the stream behind a KV bucket.
 	kvStreamPrefix = "KV_"
@@ -210,13 +210,6 @@ func ParseShardKey(key string) (int, bool) {
 	return p, err == nil && p >= 0
 }
 
-// MarkerTTL is how long expiry markers live: the player TTL capped to 15 min
-// (a marker must outlive the owner's lag in reading it; a takeover recomputes
-// from live keys anyway).
-func MarkerTTL(playerTTL time.Duration) time.Duration {
-	return max(time.Second, min(playerTTL, 15*time.Minute))
-}
-
 // Topology is what Ensure found or made.
 type Topology struct {
 	// Partitions is the events stream's partition count.
@@ -246,16 +239,25 @@ func EventsStreamConfig(c Config) jetstream.StreamConfig {
 	}
 }
 
-// PlayersBucketConfig is the players bucket as configured.
+// PlayersBucketConfig is the players bucket as configured: a key expires
+// PlayerTTL after its last write, and the server writes NO expiry marker
+// (no LimitMarkerTTL). A marker is written as a new message with
+// "Nats-Rollup: sub" once the server has decided that the expired message
+// was the key's last (nats-server filestore.go handleRemovalOrSdm, proposed
+// through the stream on a cluster): a player write that lands between that
+// decision and the marker's store is rolled up, i.e. removed, with it. The
+// owners expire their players at their own deadlines and read no marker
+// (modules/partition), so markers only cost. The stream allows per-message
+// TTLs all the same (the fence's "never", the rebuild's TTLs), set by Ensure
+// beside the atomic batches (see ensureBucket).
 func PlayersBucketConfig(c Config) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
-		Bucket:         PlayersBucket,
-		Description:    "gamemodes player states by <partition>.<user token>",
-		History:        1,
-		TTL:            c.PlayerTTL,
-		LimitMarkerTTL: MarkerTTL(c.PlayerTTL),
-		Storage:        jetstream.FileStorage,
-		Replicas:       c.Replicas,
+		Bucket:      PlayersBucket,
+		Description: "gamemodes player states by <partition>.<user token>",
+		History:     1,
+		TTL:         c.PlayerTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
 	}
 }
 
@@ -308,44 +310,63 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (Topology, er
 // ensureBucket creates a bucket or updates it where it differs. An existing
 // bucket keeps its replicas: a process started with the default --replicas
 // 1 must not scale a cluster's buckets down. The players bucket's stream
-// also allows atomic batches (the owners' fenced batches of player writes):
-// the KV API knows no such setting and an update through it switches it
-// off, so the bucket is updated only where it differs and the setting is
-// put back at once.
+// also allows atomic batches (the owners' fenced batches of player writes)
+// and per-message TTLs without expiry markers (see PlayersBucketConfig): the
+// KV API knows no such settings (an update through it switches atomic
+// batches off, and asks to switch TTLs off, which the server refuses), so an
+// existing bucket is updated as a stream, from its own configuration.
 func ensureBucket(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValueConfig) error {
-	atomic := kv.Bucket == PlayersBucket
+	players := kv.Bucket == PlayersBucket
 	s, err := js.Stream(ctx, BucketStream(kv.Bucket))
-	switch {
-	case err == nil:
-		kv.Replicas = s.CachedInfo().Config.Replicas
-		if !bucketDiffers(s.CachedInfo().Config, kv) {
-			break
-		}
-		fallthrough
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateKeyValue(ctx, kv); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 			return fmt.Errorf("ensure bucket %s: %w", kv.Bucket, err)
 		}
-		if s, err = js.Stream(ctx, BucketStream(kv.Bucket)); err != nil {
-			return fmt.Errorf("ensure bucket %s: %w", kv.Bucket, err)
-		}
-	default:
+		s, err = js.Stream(ctx, BucketStream(kv.Bucket))
+	}
+	if err != nil {
 		return fmt.Errorf("ensure bucket %s: %w", kv.Bucket, err)
 	}
-	if cfg := s.CachedInfo().Config; atomic && !cfg.AllowAtomicPublish {
-		cfg.AllowAtomicPublish = true
-		if _, err := js.UpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("ensure bucket %s: allow atomic batches: %w", kv.Bucket, err)
-		}
+	cfg := s.CachedInfo().Config
+	kv.Replicas = cfg.Replicas
+	if !bucketDiffers(cfg, kv) && (!players || playersExtrasSet(cfg)) {
+		return nil
+	}
+	cfg.Description = kv.Description
+	cfg.MaxAge = kv.TTL
+	// The duplicate window of a bucket, as the KV API sets it: at most 2
+	// minutes, and never above the TTL (the server refuses that).
+	cfg.Duplicates = 2 * time.Minute
+	if kv.TTL > 0 && kv.TTL < cfg.Duplicates {
+		cfg.Duplicates = kv.TTL
+	}
+	cfg.MaxMsgsPerSubject = int64(kv.History)
+	cfg.SubjectDeleteMarkerTTL = kv.LimitMarkerTTL
+	if kv.LimitMarkerTTL > 0 {
+		cfg.AllowMsgTTL = true
+	}
+	if players {
+		cfg.AllowAtomicPublish, cfg.AllowMsgTTL = true, true
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("ensure bucket %s: update: %w", kv.Bucket, err)
 	}
 	return nil
 }
 
+// playersExtrasSet reports whether the players bucket's stream has the
+// settings the KV API does not make: atomic batches and per-message TTLs
+// allowed.
+func playersExtrasSet(cfg jetstream.StreamConfig) bool {
+	return cfg.AllowAtomicPublish && cfg.AllowMsgTTL
+}
+
 // bucketDiffers reports whether a bucket's stream differs from what the KV
-// configuration would make of it, in the settings gamemodes chooses.
+// configuration would make of it, in the settings gamemodes chooses (the
+// storage of an existing bucket is not changed).
 func bucketDiffers(cfg jetstream.StreamConfig, kv jetstream.KeyValueConfig) bool {
 	return cfg.Description != kv.Description || cfg.MaxAge != kv.TTL || cfg.MaxMsgsPerSubject != int64(kv.History) ||
-		cfg.SubjectDeleteMarkerTTL != kv.LimitMarkerTTL || cfg.Storage != kv.Storage || cfg.Replicas != kv.Replicas ||
+		cfg.SubjectDeleteMarkerTTL != kv.LimitMarkerTTL || cfg.Replicas != kv.Replicas ||
 		(kv.LimitMarkerTTL > 0 && !cfg.AllowMsgTTL)
 }
 

@@ -545,3 +545,62 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// NodeIndex returns the index of the node named name (nats1 is 0), -1 when
+// there is none.
+func (c *Cluster) NodeIndex(name string) int {
+	for _, n := range c.Nodes {
+		if n.Name() == name {
+			return n.Index
+		}
+	}
+	return -1
+}
+
+// App returns the app named name, nil when there is none.
+func (c *Cluster) App(name string) *App {
+	for _, a := range c.Apps {
+		if a.Name() == name {
+			return a
+		}
+	}
+	return nil
+}
+
+// StreamLeader returns the index of the node leading stream (in the global
+// account, e.g. GAMEMODES_EVENTS or KV_gamemodes_players), as the running
+// nodes' monitoring endpoints (/jsz) report it.
+func (c *Cluster) StreamLeader(ctx context.Context, stream string) (int, error) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	var errs []error
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		var jsz struct {
+			Accounts []struct {
+				Streams []struct {
+					Name    string `json:"name"`
+					Cluster struct {
+						Leader string `json:"leader"`
+					} `json:"cluster"`
+				} `json:"stream_detail"`
+			} `json:"account_details"`
+		}
+		if err := getJSON(ctx, client, n.MonitorURL()+"/jsz?accounts=true&streams=true", &jsz); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, a := range jsz.Accounts {
+			for _, s := range a.Streams {
+				if s.Name != stream || s.Cluster.Leader == "" {
+					continue
+				}
+				if i := c.NodeIndex(s.Cluster.Leader); i >= 0 {
+					return i, nil
+				}
+			}
+		}
+	}
+	return -1, fmt.Errorf("netcluster: no leader of stream %s reported: %w", stream, errors.Join(errs...))
+}

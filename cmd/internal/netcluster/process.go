@@ -19,6 +19,7 @@ type Process struct {
 	bin  string
 	args []string
 	log  string
+	cred *syscall.Credential // the user to run as; nil: this process's
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -58,6 +59,7 @@ func (p *Process) Start() error {
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr.Credential = p.cred
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return fmt.Errorf("%s: start %s: %w", p.name, p.bin, err)
@@ -140,7 +142,11 @@ func (p *Process) Resume() error { return p.signal(syscall.SIGCONT) }
 // Stop ends the process gracefully: SIGTERM (after SIGCONT if paused),
 // then SIGKILL when it has not exited once ctx ends. Stopping a process that
 // does not run does nothing.
-func (p *Process) Stop(ctx context.Context) error {
+func (p *Process) Stop(ctx context.Context) error { return p.StopWith(ctx, syscall.SIGTERM) }
+
+// StopWith is Stop with another signal than SIGTERM (PostgreSQL's fast
+// shutdown is SIGINT).
+func (p *Process) StopWith(ctx context.Context, sig syscall.Signal) error {
 	if !p.Running() {
 		return nil
 	}
@@ -150,7 +156,7 @@ func (p *Process) Stop(ctx context.Context) error {
 	if paused {
 		_ = p.signal(syscall.SIGCONT)
 	}
-	if err := p.signal(syscall.SIGTERM); err != nil {
+	if err := p.signal(sig); err != nil {
 		return nil // exited meanwhile
 	}
 	select {
@@ -158,7 +164,7 @@ func (p *Process) Stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		_ = p.Kill()
-		return fmt.Errorf("%s: did not stop on SIGTERM, killed: %w", p.name, ctx.Err())
+		return fmt.Errorf("%s: did not stop on %v, killed: %w", p.name, sig, ctx.Err())
 	}
 }
 

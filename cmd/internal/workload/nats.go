@@ -1,4 +1,4 @@
-package main
+package workload
 
 import (
 	"context"
@@ -12,16 +12,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// natsTarget publishes events directly to the service's JetStream, as game
+// NATSTarget publishes events directly to the service's JetStream, as game
 // servers do.
-type natsTarget struct {
-	nc *nats.Conn
-	js jetstream.JetStream
+type NATSTarget struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
 }
 
-// dialNATS connects to url with sec. maxPending bounds the asynchronous publishes
+// DialNATS connects to url with sec. maxPending bounds the asynchronous publishes
 // awaiting their acknowledgement; each times out after ackTimeout.
-func dialNATS(url string, sec natsconn.Config, maxPending int, ackTimeout time.Duration) (*natsTarget, error) {
+func DialNATS(url string, sec natsconn.Config, maxPending int, ackTimeout time.Duration) (*NATSTarget, error) {
 	opts, err := sec.Options()
 	if err != nil {
 		return nil, err
@@ -43,31 +43,31 @@ func dialNATS(url string, sec natsconn.Config, maxPending int, ackTimeout time.D
 		nc.Close()
 		return nil, err
 	}
-	return &natsTarget{nc: nc, js: js}, nil
+	return &NATSTarget{NC: nc, JS: js}, nil
 }
 
-// close drains and closes the connection.
-func (t *natsTarget) close() {
-	if err := t.nc.Drain(); err != nil {
-		t.nc.Close()
+// Close drains and closes the connection.
+func (t *NATSTarget) Close() {
+	if err := t.NC.Drain(); err != nil {
+		t.NC.Close()
 	}
 }
 
-// message returns the JetStream message of an event: subject
+// Message returns the JetStream message of an event: subject
 // gamemodes.events.<REGION>.<user token>, header Nats-Msg-Id = event_id.
-func message(subject, eventID string, body []byte) *nats.Msg {
+func Message(subject, eventID string, body []byte) *nats.Msg {
 	return &nats.Msg{Subject: subject, Data: body, Header: nats.Header{jetstream.MsgIDHeader: []string{eventID}}}
 }
 
-// publishSync publishes one message and waits for its acknowledgement.
-func (t *natsTarget) publishSync(msg *nats.Msg, timeout time.Duration) (*jetstream.PubAck, error) {
+// PublishSync publishes one message and waits for its acknowledgement.
+func (t *NATSTarget) PublishSync(msg *nats.Msg, timeout time.Duration) (*jetstream.PubAck, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return t.js.PublishMsg(ctx, msg)
+	return t.JS.PublishMsg(ctx, msg)
 }
 
-// natsErrorKey names a publish failure for the errors map.
-func natsErrorKey(err error) string {
+// NATSErrorKey names a publish failure for the errors map.
+func NATSErrorKey(err error) string {
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):

@@ -1,4 +1,4 @@
-package main
+package workload
 
 import (
 	"bytes"
@@ -14,20 +14,20 @@ import (
 
 // Paths of the HTTP contract.
 const (
-	pathEvent   = "/api/v1/event"
-	pathPopular = "/api/v1/popular_game_modes?region="
+	PathEvent   = "/api/v1/event"
+	PathPopular = "/api/v1/popular_game_modes?region="
 )
 
-// httpTarget is a keep-alive HTTP client of the service's edge.
-type httpTarget struct {
+// HTTPTarget is a keep-alive HTTP client of the service's edge.
+type HTTPTarget struct {
 	client *fasthttp.HostClient
 	base   string // scheme://host:port
 	auth   string // Authorization header value, or empty
 }
 
-// newHTTPTarget returns a client of baseURL with up to conns connections,
+// NewHTTPTarget returns a client of baseURL with up to conns connections,
 // sending token (when not empty) as a bearer token.
-func newHTTPTarget(baseURL, token string, conns int, timeout time.Duration) (*httpTarget, error) {
+func NewHTTPTarget(baseURL, token string, conns int, timeout time.Duration) (*HTTPTarget, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("http url %q: want http://host:port", baseURL)
@@ -44,7 +44,7 @@ func newHTTPTarget(baseURL, token string, conns int, timeout time.Duration) (*ht
 	if token != "" {
 		auth = "Bearer " + token
 	}
-	return &httpTarget{
+	return &HTTPTarget{
 		base: u.Scheme + "://" + u.Host,
 		auth: auth,
 		client: &fasthttp.HostClient{
@@ -60,15 +60,15 @@ func newHTTPTarget(baseURL, token string, conns int, timeout time.Duration) (*ht
 	}, nil
 }
 
-// post sends one event body. It returns the status (0 with err on a
+// Post sends one event body. It returns the status (0 with err on a
 // transport failure), whether the answer says the event was a duplicate of
 // one stored before, and the Retry-After delay the service asked for; when
 // token is not nil it receives the answer's consistency_token.
-func (t *httpTarget) post(body []byte, token *string) (status int, duplicate bool, retryAfter time.Duration, err error) {
+func (t *HTTPTarget) Post(body []byte, token *string) (status int, duplicate bool, retryAfter time.Duration, err error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(t.base + pathEvent)
+	req.SetRequestURI(t.base + PathEvent)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
 	req.SetBodyRaw(body)
@@ -81,14 +81,14 @@ func (t *httpTarget) post(body []byte, token *string) (status int, duplicate boo
 	}
 	duplicate = bytes.Contains(resp.Body(), []byte(`"duplicate":true`))
 	if token != nil {
-		*token = consistencyToken(resp.Body())
+		*token = ConsistencyToken(resp.Body())
 	}
 	return resp.StatusCode(), duplicate, retryAfter, nil
 }
 
-// consistencyToken returns the consistency_token of a POST answer, "" when
+// ConsistencyToken returns the consistency_token of a POST answer, "" when
 // it has none.
-func consistencyToken(body []byte) string {
+func ConsistencyToken(body []byte) string {
 	var a struct {
 		Token string `json:"consistency_token"`
 	}
@@ -98,13 +98,13 @@ func consistencyToken(body []byte) string {
 	return a.Token
 }
 
-// get fetches a lobby list and returns the status and a copy of the body
+// Get fetches a lobby list and returns the status and a copy of the body
 // when keepBody is set.
-func (t *httpTarget) get(regionQuery string, keepBody bool) (int, []byte, error) {
+func (t *HTTPTarget) Get(regionQuery string, keepBody bool) (int, []byte, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(t.base + pathPopular + regionQuery)
+	req.SetRequestURI(t.base + PathPopular + regionQuery)
 	t.authorize(req)
 	if err := t.client.Do(req, resp); err != nil {
 		return 0, nil, err
@@ -117,7 +117,7 @@ func (t *httpTarget) get(regionQuery string, keepBody bool) (int, []byte, error)
 }
 
 // authorize adds the bearer token, if any.
-func (t *httpTarget) authorize(req *fasthttp.Request) {
+func (t *HTTPTarget) authorize(req *fasthttp.Request) {
 	if t.auth != "" {
 		req.Header.Set(fasthttp.HeaderAuthorization, t.auth)
 	}
@@ -132,22 +132,22 @@ type lobbyList struct {
 	} `json:"game_modes"`
 }
 
-// lobby returns a region's lobby list as counts by game mode, checking the
+// Lobby returns a region's lobby list as counts by game mode, checking the
 // contract's form: the right region, sorted by count desc then mode asc, no
 // zero counts, no mode twice.
-func (t *httpTarget) lobby(region string) (map[int]int64, error) {
-	status, body, err := t.get(url.QueryEscape(region), true)
+func (t *HTTPTarget) Lobby(region string) (map[int]int64, error) {
+	status, body, err := t.Get(url.QueryEscape(region), true)
 	if err != nil {
 		return nil, err
 	}
 	if status != fasthttp.StatusOK {
 		return nil, fmt.Errorf("GET lobby %s: status %d: %s", region, status, truncate(body, 200))
 	}
-	return parseLobby(region, body)
+	return ParseLobby(region, body)
 }
 
-// parseLobby decodes and checks a lobby list body.
-func parseLobby(region string, body []byte) (map[int]int64, error) {
+// ParseLobby decodes and checks a lobby list body.
+func ParseLobby(region string, body []byte) (map[int]int64, error) {
 	var l lobbyList
 	if err := json.Unmarshal(body, &l); err != nil {
 		return nil, fmt.Errorf("lobby %s: %v", region, err)
@@ -174,8 +174,8 @@ func parseLobby(region string, body []byte) (map[int]int64, error) {
 	return out, nil
 }
 
-// errorKey names a transport failure for the errors map.
-func errorKey(prefix string, err error) string {
+// ErrorKey names a transport failure for the errors map.
+func ErrorKey(prefix string, err error) string {
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout):
 		return prefix + ":timeout"
