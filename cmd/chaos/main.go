@@ -78,6 +78,9 @@ type options struct {
 	partitions int
 	settle     time.Duration
 	delay      time.Duration
+	// command replays the run: the flags given, and the seed drawn when
+	// none was.
+	command string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -103,8 +106,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	case o.duration <= 0 || o.rate <= 0 || o.players < o.senders || o.senders < 2 || o.playerTTL < 5*time.Second || o.partitions < 1:
 		return o, errors.New("chaos: want --duration > 0, --rate > 0, --senders >= 2, --players >= --senders, --player-ttl >= 5s, --partitions >= 1")
 	}
+	o.command = strings.TrimSpace("go run ./cmd/chaos " + strings.Join(args, " "))
 	if o.seed == 0 {
 		o.seed = rand.Uint64N(1_000_000) + 1
+		o.command += fmt.Sprintf(" --seed %d", o.seed)
 	}
 	return o, nil
 }
@@ -123,8 +128,8 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 		sum.Failures = append(sum.Failures, err.Error())
 	}
 	if sum.Result != "pass" {
-		fmt.Fprintf(stderr, "chaos: %s with --seed %d --duration %s (replay: go run ./cmd/chaos --duration %s --seed %d)\nfault schedule:\n%s",
-			strings.ToUpper(sum.Result), o.seed, o.duration, o.duration, o.seed, sum.schedule)
+		fmt.Fprintf(stderr, "chaos: %s with --seed %d --duration %s (replay: %s)\nfault schedule:\n%s",
+			strings.ToUpper(sum.Result), o.seed, o.duration, o.command, sum.schedule)
 		for _, f := range sum.Failures {
 			fmt.Fprintln(stderr, "failure:", f)
 		}
@@ -190,7 +195,7 @@ type rywSummary struct {
 func soak(ctx context.Context, o options, log *slog.Logger) (sum summary, err error) {
 	began := time.Now()
 	sum = summary{Seed: o.seed, DurationS: o.duration.Seconds(),
-		Command: fmt.Sprintf("go run ./cmd/chaos --duration %s --seed %d", o.duration, o.seed)}
+		Command: o.command}
 	defer func() { sum.WallS = time.Since(began).Round(100 * time.Millisecond).Seconds() }()
 	dir := o.dir
 	if dir == "" {
