@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -367,7 +368,10 @@ func (c Config) Explain(err error) error {
 		return &SettingError{Setting: SettingURL, Reason: "the NATS server ended the TLS handshake", Err: err}
 	case strings.Contains(msg, "first record does not look like a TLS handshake") && c.TLSFirst:
 		return &SettingError{Setting: SettingTLSFirst, Reason: "the NATS server does not start with TLS (it is not configured with handshake_first)", Err: err}
-	case (errors.Is(err, nats.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded)) && c.TLS() && !c.TLSFirst:
+	case (errors.Is(err, nats.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, io.EOF)) && c.TLS() && !c.TLSFirst:
+		// A handshake_first server waits for the handshake and hangs up after
+		// its own timeout: whichever side gives up first, the client sees a
+		// timeout or the end of the connection without any INFO.
 		return &SettingError{Setting: SettingURL, Reason: "the NATS server sent nothing (if it wants the TLS handshake first, set " + SettingTLSFirst + ")", Err: err}
 	}
 	return err
