@@ -610,3 +610,30 @@ func TestPrepareRetriedBeforeFirstBatch(t *testing.T) {
 		t.Fatal("prepare failures must log once per state change")
 	}
 }
+
+// TestStandbyReadyAfterAStreamFailure: an archiver whose session failed on
+// the stream and that now waits as a standby (another archiver took the
+// archive meanwhile) is ready; back in a session, the failure counts again
+// until the stream works.
+func TestStandbyReadyAfterAStreamFailure(t *testing.T) {
+	h := newHarness(t, Config{BatchSize: 2, BatchWait: time.Hour, RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond})
+	setRunning := func(v bool) { h.a.mu.Lock(); h.a.running = v; h.a.mu.Unlock() }
+	setRunning(true) // the state of a started archiver, without its sessions
+	defer setRunning(false)
+	h.a.streamFailed(errors.New("no responders"))
+	if err := h.a.Ready(); err == nil {
+		t.Fatal("an active archiver without its stream is ready")
+	}
+	h.a.setStandby(true)
+	if err := h.a.Ready(); err != nil {
+		t.Fatalf("a standby after a stream failure: %v", err)
+	}
+	h.a.setStandby(false)
+	if err := h.a.Ready(); err == nil {
+		t.Fatal("back in a session, the stream failure no longer counts")
+	}
+	h.a.streamOK()
+	if err := h.a.Ready(); err != nil {
+		t.Fatalf("after the stream works again: %v", err)
+	}
+}
