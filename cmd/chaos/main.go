@@ -396,9 +396,9 @@ loop:
 				return sum, err
 			}
 		}
-		// Archivers are not waited for: a standby answers 503 while it
-		// waits for the lock; the archive check below waits for the
-		// archive to catch up instead.
+		// Archivers are not waited for here: the archive check below
+		// waits for the archive to catch up, which is what matters (an
+		// active archiver may still be retrying a store it lost).
 		if a.Role == netcluster.RoleArchiver {
 			continue
 		}
