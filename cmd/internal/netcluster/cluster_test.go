@@ -17,19 +17,29 @@ import (
 // postEnter posts an ENTER to the edge and returns its consistency token.
 func postEnter(t *testing.T, edge string, user int) string {
 	t.Helper()
-	body := fmt.Sprintf(`{"user_id":%d,"event_type":"ENTER_GAME_MODE","event_payload":{"game_mode":3,"region":"US"}}`, user)
-	resp, err := http.Post(edge+"/api/v1/event", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
+	// As a client is told to: a 503 (the edge's NATS reconnecting, a stream
+	// leader being elected after a node restart) is retried under the same
+	// event_id, so it is stored at most once.
+	body := fmt.Sprintf(`{"event_id":"netcluster-test-%d","user_id":%d,"event_type":"ENTER_GAME_MODE","event_payload":{"game_mode":3,"region":"US"}}`, user, user)
+	for attempt := 1; ; attempt++ {
+		resp, err := http.Post(edge+"/api/v1/event", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ack struct {
+			Token string `json:"consistency_token"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&ack)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && attempt < 50 {
+			time.Sleep(200 * time.Millisecond) // a client's retry pause
+			continue
+		}
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST event: %s %v", resp.Status, err)
+		}
+		return ack.Token
 	}
-	defer resp.Body.Close()
-	var ack struct {
-		Token string `json:"consistency_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&ack); err != nil || resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST event: %s %v", resp.Status, err)
-	}
-	return ack.Token
 }
 
 // readAfter reads US's lobby list once the event of token is reflected
