@@ -366,19 +366,11 @@ func (s *stack) metricSum(name string) float64 {
 func TestPartitionStoreChecksTheServersBatchLimitsAtStart(t *testing.T) {
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
 	opts.JetStreamLimits.MaxBatchSize = 100
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
+	ns := natstest.RunServerWith(t, opts)
 	s := newStack(t, ns.ClientURL(), time.Hour, 4)
 	ctx := context.Background()
 
-	_, err = jsadapter.NewPartitionStore(ctx, s.js, jsadapter.WithAtomicBatches(true))
+	_, err := jsadapter.NewPartitionStore(ctx, s.js, jsadapter.WithAtomicBatches(true))
 	if err == nil || !strings.Contains(err.Error(), "max_msgs: 500") {
 		t.Fatalf("batches of 500 on a server taking 100: %v, want an error naming max_msgs", err)
 	}

@@ -42,15 +42,7 @@ func (w *warnLog) count() int {
 // API has no responders) and connects to it.
 func serverWithoutJetStream(t *testing.T) (*server.Server, jetstream.JetStream) {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
+	ns := natstest.RunServerWith(t, &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	_, js := natstest.Connect(t, ns.ClientURL())
 	return ns, js
 }

@@ -38,6 +38,13 @@ func RunServerInDir(t testing.TB, dir string, port int) *server.Server {
 		NoLog:      true,
 	}
 	embedded.SetBatchLimits(opts)
+	return RunServerWith(t, opts)
+}
+
+// RunServerWith starts a server with opts as given (a test's own limits,
+// or JetStream off) and shuts it down at the end of the test.
+func RunServerWith(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("nats server: %v", err)
